@@ -1,0 +1,185 @@
+"""Settings: environment variables (prefix ``VITRINE_``, groups nested with ``__``) and an optional TOML file.
+
+Precedence, highest first: explicit keyword arguments, environment variables, the TOML file named by
+``VITRINE_CONFIG`` (or ``./vitrine.toml`` when it exists), then the defaults below.
+
+Examples:
+    ``VITRINE_HOME=/var/lib/vitrine``, ``VITRINE_EMBED__DEVICE=cuda:1``, ``VITRINE_STORE__URL=http://qdrant:6333``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Dtype = Literal["fp32", "fp16", "bf16"]
+
+_CONFIG_ENV = "VITRINE_CONFIG"
+_DEFAULT_CONFIG_FILE = Path("vitrine.toml")
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbedSettings(_Group):
+    """Which encoder to run and where."""
+
+    model: str = Field("demo", description="Encoder name: open_clip:ARCH/TAG, open_clip:hf-hub:ORG/NAME, "
+                       "hf:ORG/NAME, a local directory or file, or demo.")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps.")
+    dtype: Dtype = Field("fp32", description="Weights and activations: fp32, fp16 or bf16.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images or texts per forward pass.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        kind, _, index = value.partition(":")
+        if kind not in {"cpu", "cuda", "mps", "xpu"} or (index and not index.isdigit()):
+            raise ValueError(f"device {value!r} is not a torch device; expected cpu, cuda, cuda:N, mps or xpu")
+        return value
+
+
+class StoreSettings(_Group):
+    """The vector store: embedded engine (default) or a Qdrant server."""
+
+    url: str | None = Field(None, description="Qdrant server URL; unset means the embedded engine in VITRINE_HOME.")
+    api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
+    collection: str = Field("products", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                            description="Collection (alias) that holds the catalog.")
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW edges per node.")
+    hnsw_ef_construct: int = Field(128, ge=8, le=4096, description="HNSW build-time candidate list.")
+    hnsw_ef: int = Field(128, ge=8, le=4096, description="HNSW search-time candidate list.")
+    timeout_s: float = Field(10.0, gt=0, description="Request timeout against a Qdrant server, seconds.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value != ":memory:" and not value.startswith(("http://", "https://", "path:")):
+            raise ValueError(f"store url {value!r} must start with http:// or https:// (or be ':memory:' "
+                             "or 'path:DIR' for qdrant-client's local mode)")
+        return value
+
+
+class IndexerSettings(_Group):
+    """Catalog ingestion."""
+
+    workers: int = Field(default_factory=lambda: max(1, min(8, (os.cpu_count() or 2) - 1)), ge=0, le=256,
+                         description="Worker processes that fetch, decode and preprocess images (0: in-process).")
+    batch_size: int = Field(64, ge=1, le=8192, description="Products per embedding and upsert batch.")
+    fetch_timeout_s: float = Field(10.0, gt=0, le=600, description="Timeout of one image download, seconds.")
+    fetch_retries: int = Field(3, ge=0, le=20, description="Retries of a failed download (with backoff).")
+    max_image_bytes: int = Field(20_000_000, ge=1024, description="Largest image file accepted, bytes.")
+    max_image_pixels: int = Field(50_000_000, ge=1024, description="Largest image accepted, width x height.")
+    image_roots: tuple[Path, ...] = Field((), description="Folders local image paths may point into, besides "
+                                          "the catalog's own folder.")
+
+
+class SearchSettings(_Group):
+    """Query defaults."""
+
+    w_image: float = Field(0.6, ge=0, le=1, description="Weight of the image index in the fused score.")
+    w_text: float = Field(0.4, ge=0, le=1, description="Weight of the text index in the fused score.")
+    candidates: int = Field(100, ge=1, le=10_000, description="Candidates taken from each index before fusion.")
+    max_limit: int = Field(100, ge=1, le=1000, description="Largest page size a request may ask for.")
+    max_offset: int = Field(10_000, ge=0, description="Deepest offset a request may ask for.")
+
+
+class ApiSettings(_Group):
+    """The HTTP service."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(10_000_000, ge=1024, description="Largest uploaded image, bytes.")
+
+
+class Settings(BaseSettings):
+    """All of Vitrine's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VITRINE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(Path(".vitrine"), description="Folder of the embedded index and job state.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    embed: EmbedSettings = EmbedSettings()
+    store: StoreSettings = StoreSettings()
+    indexer: IndexerSettings = IndexerSettings()
+    search: SearchSettings = SearchSettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = config_file_path()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def store_dir(self) -> Path:
+        """Folder of the embedded store."""
+        return self.home / "store"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Folder of ingestion job state and reports."""
+        return self.home / "jobs"
+
+
+def config_file_path() -> Path | None:
+    """The TOML settings file in effect, if any.
+
+    Raises:
+        FileNotFoundError: ``VITRINE_CONFIG`` names a file that does not exist.
+    """
+    named = os.environ.get(_CONFIG_ENV)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise FileNotFoundError(f"{_CONFIG_ENV}={named!r} does not name a file; expected a TOML settings file")
+        return path
+    return _DEFAULT_CONFIG_FILE if _DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from keyword overrides, the environment and the TOML file.
+
+    Raises:
+        common.errors.ConfigError: a value is invalid; the message names the setting and the value.
+    """
+    from pydantic import ValidationError
+
+    from common.errors import ConfigError
+
+    try:
+        return Settings(**overrides)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from e
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from e

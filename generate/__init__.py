@@ -1,0 +1,1 @@
+"""Variant image synthesis backends (diffusers, the images API, an offline recolouring backend)."""

@@ -1,0 +1,1 @@
+"""Catalog ingestion: readers, image fetching and decoding, the batch pipeline, incremental state."""

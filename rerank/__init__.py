@@ -1,0 +1,1 @@
+"""Vision-language re-rankers (a local transformers model, or an OpenAI-compatible API)."""

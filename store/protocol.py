@@ -1,0 +1,172 @@
+"""The store's contract, shared by both backends and proven by one conformance suite.
+
+A collection holds one point per product: named dense vectors ``image`` and ``text`` (cosine; either
+may be absent for a product), and the product's fields as payload. The point id is the UUID5 of the
+product id (`common.product.point_id`), so writes are idempotent. Each collection records the encoder
+(name and dim) that built it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+IMAGE = "image"
+TEXT = "text"
+VECTOR_NAMES = (IMAGE, TEXT)
+
+# Payload key under which Vitrine keeps its own bookkeeping (content hashes); never shown to users.
+STATE_KEY = "_vitrine"
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Match:
+    """``field`` equals ``value`` (dotted paths reach into nested payload)."""
+
+    field: str
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class MatchAny:
+    """``field`` equals one of ``values``."""
+
+    field: str
+    values: tuple[str, ...] | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """``gte <= field <= lte``; either bound may be absent."""
+
+    field: str
+    gte: float | None = None
+    lte: float | None = None
+
+
+Condition = Match | MatchAny | Range
+
+
+@dataclass(frozen=True)
+class Filter:
+    """All of ``must`` hold and none of ``must_not``."""
+
+    must: tuple[Condition, ...] = ()
+    must_not: tuple[Condition, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.must or self.must_not)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What a collection is and what built it."""
+
+    name: str
+    """The alias users name."""
+    physical: str
+    """The versioned collection the alias points at."""
+    encoder: str
+    dim: int
+    count: int
+
+
+@dataclass
+class PointWrite:
+    """One product to write. Vectors absent from ``vectors`` are left unset (or removed, on overwrite)."""
+
+    product_id: str
+    payload: dict[str, Any]
+    vectors: Mapping[str, NDArray[np.float32]] = field(default_factory=dict)
+
+
+@dataclass
+class StoredPoint:
+    """One product read back, with the score of the query that found it (if any)."""
+
+    product_id: str
+    payload: dict[str, Any]
+    vectors: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    score: float | None = None
+
+
+class VectorStore(Protocol):
+    """The operations both backends offer, with the same results."""
+
+    def ensure_collection(self, name: str, *, encoder: str, dim: int) -> CollectionInfo:
+        """Open the collection behind alias ``name``, creating it (and the alias) if it does not exist.
+
+        Raises:
+            EncoderMismatch: it exists and was built by another encoder or dim.
+        """
+        ...
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """Describe the collection behind alias ``name``.
+
+        Raises:
+            NotFound: no such collection.
+        """
+        ...
+
+    def list_collections(self) -> list[str]:
+        """Aliases of every collection."""
+        ...
+
+    def drop_collection(self, name: str) -> None:
+        """Remove the alias ``name`` and the collection behind it (no error if absent)."""
+        ...
+
+    def upsert(self, name: str, points: Sequence[PointWrite]) -> None:
+        """Write whole points (payload and vectors), replacing any earlier version. Durable on return."""
+        ...
+
+    def set_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Replace the payload of existing points (by product id), keeping their vectors."""
+        ...
+
+    def delete(self, name: str, product_ids: Sequence[str]) -> None:
+        """Remove products; ids not present are ignored."""
+        ...
+
+    def retrieve(
+        self, name: str, product_ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Products by id, in the order asked, absent ones left out."""
+        ...
+
+    def search(
+        self,
+        name: str,
+        *,
+        vector: NDArray[np.float32],
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+        with_vectors: bool = False,
+        exact: bool = False,
+    ) -> list[StoredPoint]:
+        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine)."""
+        ...
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        """Number of products (matching ``filter``)."""
+        ...
+
+    def scroll(self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024) -> Iterator[StoredPoint]:
+        """Every product, payload limited to ``fields`` when given, no vectors."""
+        ...
+
+    def optimize(self, name: str) -> None:
+        """Build indexes now (HNSW, payload) rather than lazily; no-op where the backend does it itself."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections."""
+        ...

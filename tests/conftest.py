@@ -1,0 +1,15 @@
+"""Session-wide fixtures: tiny random encoders built from config (never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import save_tiny_open_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a random width-32 open_clip model; pass ``str(folder)`` as the model name."""
+    return save_tiny_open_clip(tmp_path_factory.mktemp("tiny_open_clip"))
