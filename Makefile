@@ -1,0 +1,42 @@
+# The two commands the README promises:
+#   make demo   set up, index the bundled demo catalog with the bundled demo model, serve on :8000
+#   make test   set up, then ruff + mypy + the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup demo index-demo serve test lint typecheck unit bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+index-demo: setup
+	$(BIN)/vitrine index data/demo/catalog.jsonl --model demo
+
+demo: index-demo
+	$(BIN)/vitrine serve --host $(HOST) --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: setup
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/query.py
+
+clean:
+	rm -rf .vitrine .mypy_cache .ruff_cache .pytest_cache
