@@ -155,11 +155,23 @@ class VectorStore(Protocol):
         """Nearest products to ``vector`` on the named vector ``using``, best first (cosine)."""
         ...
 
+    def score(
+        self, name: str, *, vector: NDArray[np.float32], using: str, product_ids: Sequence[str]
+    ) -> dict[str, float]:
+        """Exact cosine of ``vector`` with the ``using`` vector of each listed product.
+
+        Products that are absent or lack that vector are left out. Search uses it to give every candidate
+        its real similarity on the index that did not find it, without fetching any vector.
+        """
+        ...
+
     def count(self, name: str, filter: Filter | None = None) -> int:
         """Number of products (matching ``filter``)."""
         ...
 
-    def scroll(self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024) -> Iterator[StoredPoint]:
+    def scroll(
+        self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024
+    ) -> Iterator[StoredPoint]:
         """Every product, payload limited to ``fields`` when given, no vectors."""
         ...
 

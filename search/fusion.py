@@ -1,0 +1,140 @@
+"""Weighted fusion of the image and text indices' candidates. Pure functions: inputs are never mutated.
+
+The query vector is searched against both named vectors of the collection; each search returns its top K
+products with their cosine similarity on that index. Over the union of the two lists, every candidate must
+have its exact similarity on *both* indices: the scores a search returned are exact, and the ones missing
+(a product found by only one index) are asked of the store for just those products (`missing_scores` names
+them, `with_scores` adds them), so a product found by one index still gets its real similarity on the
+other, never zero. The fused score is::
+
+    score = w_image * cos(q, image_vector) + w_text * cos(q, text_vector)
+
+A product without an image vector has image score ``None`` and its fused score is ``w_text * text`` alone
+(likewise without a text vector); the weights are not re-normalised, so an image-less product competes with
+the text part only. Ranking is by fused score, highest first, ties broken by product id, so the order is total
+and stable across backends. The fusion is exact over the union; a product in neither top K is not seen, and K
+larger than the page (`candidate_count`) keeps that rare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from store.protocol import IMAGE, TEXT, StoredPoint
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A product found by at least one index, with its similarity on each index known so far."""
+
+    product_id: str
+    payload: Mapping[str, Any]
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A candidate's fused score and its similarity on each index (None: no such vector)."""
+
+    product_id: str
+    score: float
+    image: float | None
+    text: float | None
+    payload: Mapping[str, Any]
+
+
+def candidate_count(*, candidates: int, offset: int, limit: int) -> int:
+    """K, the products taken from each index: the configured count, or more when the page lies deeper."""
+    return max(candidates, offset + limit)
+
+
+def merge_candidates(*ranked: tuple[str, Iterable[StoredPoint]]) -> list[Candidate]:
+    """The union of ranked lists by product id, in first-seen order.
+
+    Args:
+        ranked: pairs (index name, that index's search results); each result's ``score`` is its cosine
+            similarity on that index.
+
+    A product's payload is its first occurrence's; its scores gather what each list said of it. Input
+    points are not modified.
+
+    Raises:
+        ValueError: a search result without a score.
+    """
+    order: list[str] = []
+    payloads: dict[str, Mapping[str, Any]] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for name, points in ranked:
+        for point in points:
+            if point.score is None:
+                raise ValueError(f"search result {point.product_id!r} from index {name!r} has no score")
+            if point.product_id not in payloads:
+                order.append(point.product_id)
+                payloads[point.product_id] = point.payload
+                scores[point.product_id] = {}
+            scores[point.product_id].setdefault(name, float(point.score))
+    return [Candidate(product_id=pid, payload=payloads[pid], scores=scores[pid]) for pid in order]
+
+
+def missing_scores(candidates: Sequence[Candidate], name: str) -> list[str]:
+    """Ids of the candidates whose similarity on index ``name`` is not known yet."""
+    return [c.product_id for c in candidates if name not in c.scores]
+
+
+def with_scores(candidates: Sequence[Candidate], name: str, scores: Mapping[str, float]) -> list[Candidate]:
+    """New candidates with the similarities on index ``name`` from ``scores`` added where they were unknown.
+
+    A candidate absent from ``scores`` (it has no such vector) keeps no score on that index.
+    """
+    out = []
+    for candidate in candidates:
+        if name in candidate.scores or candidate.product_id not in scores:
+            out.append(candidate)
+        else:
+            out.append(replace(candidate, scores={**candidate.scores, name: float(scores[candidate.product_id])}))
+    return out
+
+
+def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float) -> list[Fused]:
+    """Combine each candidate's similarities on the two indices with the weights.
+
+    Args:
+        candidates: the union of both indices' candidates, with every known similarity filled in.
+        w_image: weight of the image similarity (>= 0).
+        w_text: weight of the text similarity (>= 0).
+
+    Returns:
+        One `Fused` per candidate, in the candidates' order (`rank` sorts them).
+
+    Raises:
+        ValueError: a negative weight.
+    """
+    if w_image < 0 or w_text < 0:
+        raise ValueError(f"weights must be >= 0; got w_image={w_image}, w_text={w_text}")
+    fused = []
+    for candidate in candidates:
+        image, text = candidate.scores.get(IMAGE), candidate.scores.get(TEXT)
+        score = (w_image * image if image is not None else 0.0) + (w_text * text if text is not None else 0.0)
+        fused.append(Fused(product_id=candidate.product_id, score=score, image=image, text=text,
+                           payload=candidate.payload))
+    return fused
+
+
+def rank(fused: Iterable[Fused]) -> list[Fused]:
+    """A new list, highest fused score first, ties broken by product id (ascending)."""
+    return sorted(fused, key=lambda item: (-item.score, item.product_id))
+
+
+def paginate(items: Sequence[T], *, offset: int, limit: int) -> list[T]:
+    """The page ``items[offset : offset + limit]`` as a new list.
+
+    Raises:
+        ValueError: a negative offset or a limit below 1.
+    """
+    if offset < 0 or limit < 1:
+        raise ValueError(f"offset must be >= 0 and limit >= 1; got offset={offset}, limit={limit}")
+    return list(items[offset : offset + limit])

@@ -1,0 +1,254 @@
+"""The search request and response models.
+
+A `SearchRequest` is checked in two steps:
+
+1. on construction (pydantic): types, static bounds (``limit >= 1``, ``offset >= 0``, weights ``>= 0``,
+   prices ``>= 0`` and finite, ``q`` at most `MAX_QUERY_CHARS` characters, filter field names), ``min_price <=
+   max_price``, and that a query text or an image is given;
+2. against the deployment's `SearchSettings` by `check_bounds` (``limit <= max_limit``, ``offset <=
+   max_offset``, the resolved weights not both zero), which `SearchService.search` always runs.
+
+`build_request` does both and turns pydantic's errors into one `InvalidQuery` whose message names every bad
+field and value, so the CLI and the HTTP API report the same words.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from common.errors import InvalidQuery
+from common.settings import SearchSettings
+from store.protocol import STATE_KEY
+
+MAX_QUERY_CHARS = 1000
+"""Longest query text accepted, in characters (CLIP-style text towers read far fewer tokens anyway)."""
+MAX_FILTERS = 32
+MAX_FILTER_VALUE_CHARS = 512
+DEFAULT_LIMIT = 10
+
+# A payload field name, optionally dotted to reach nested fields ("attributes.color").
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+
+FilterValue = bool | int | float | str
+
+
+class QueryFields(BaseModel):
+    """Everything a search request holds except the image: the shape of ``POST /search``'s JSON body."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    q: str | None = Field(None, max_length=MAX_QUERY_CHARS, description="Query text.")
+    limit: int = Field(DEFAULT_LIMIT, ge=1,
+                       description="Results per page (at most settings search.max_limit).")
+    offset: int = Field(0, ge=0, description="Results to skip (at most settings search.max_offset).")
+    category: str | None = Field(None, max_length=MAX_FILTER_VALUE_CHARS, description="Only this category.")
+    brand: str | None = Field(None, max_length=MAX_FILTER_VALUE_CHARS, description="Only this brand.")
+    min_price: float | None = Field(None, ge=0, allow_inf_nan=False, description="Lowest price, inclusive.")
+    max_price: float | None = Field(None, ge=0, allow_inf_nan=False, description="Highest price, inclusive.")
+    in_stock: bool | None = Field(None, description="Only products in stock (true) or out of stock (false).")
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict,
+        description='Any payload field by equality, e.g. {"currency": "EUR", "attributes.color": "red"}.',
+    )
+    w_image: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                  description="Weight of the image index (default: settings search.w_image).")
+    w_text: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                 description="Weight of the text index (default: settings search.w_text).")
+
+    @field_validator("q", "category", "brand")
+    @classmethod
+    def _blank_is_absent(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("filters")
+    @classmethod
+    def _check_filters(cls, value: dict[str, FilterValue]) -> dict[str, FilterValue]:
+        if len(value) > MAX_FILTERS:
+            raise ValueError(f"{len(value)} filters given; at most {MAX_FILTERS} are accepted")
+        for name, item in value.items():
+            if not _FIELD_NAME.match(name) or name.split(".", 1)[0] == STATE_KEY:
+                raise ValueError(f"filter field {name!r} is not a payload field name; expected letters, "
+                                 "digits, '_' or '-', dotted for nested fields (e.g. 'attributes.color')")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"filter {name}={item!r} is not a finite number")
+            if isinstance(item, str) and len(item) > MAX_FILTER_VALUE_CHARS:
+                raise ValueError(f"filter {name} value is {len(item)} characters long; at most "
+                                 f"{MAX_FILTER_VALUE_CHARS} are accepted")
+        return value
+
+    @model_validator(mode="after")
+    def _check_prices(self) -> QueryFields:
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError(f"min_price {self.min_price} is above max_price {self.max_price}; expected "
+                             "min_price <= max_price")
+        return self
+
+
+class SearchRequest(QueryFields):
+    """One search: text ``q``, an ``image``, or both; filters; a page; optional per-request weights.
+
+    Weights left unset take the defaults of `SearchSettings`. When both ``q`` and ``image`` are given, the
+    query vector is the normalised mean of the two embeddings (see `search.encode.encode_query`).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    image: Image.Image | None = Field(None, exclude=True, description="A decoded RGB query image.")
+
+    @model_validator(mode="after")
+    def _check_something_to_search(self) -> SearchRequest:
+        if self.q is None and self.image is None:
+            raise ValueError("nothing to search for: give a query text (q) or an image (or both)")
+        return self
+
+
+def resolve_weights(request: QueryFields, settings: SearchSettings) -> tuple[float, float]:
+    """(w_image, w_text) of a request, unset ones taken from the settings."""
+    w_image = settings.w_image if request.w_image is None else request.w_image
+    w_text = settings.w_text if request.w_text is None else request.w_text
+    return w_image, w_text
+
+
+def check_bounds(request: QueryFields, settings: SearchSettings) -> None:
+    """Check the parts of a request that depend on the deployment's settings.
+
+    Raises:
+        InvalidQuery: ``limit`` over ``max_limit``, ``offset`` over ``max_offset``, or both weights zero.
+    """
+    problems: list[str] = []
+    if request.limit > settings.max_limit:
+        problems.append(f"limit {request.limit} is over the largest page size {settings.max_limit} "
+                        "(setting search.max_limit)")
+    if request.offset > settings.max_offset:
+        problems.append(f"offset {request.offset} is over the deepest offset {settings.max_offset} "
+                        "(setting search.max_offset)")
+    w_image, w_text = resolve_weights(request, settings)
+    if w_image == 0 and w_text == 0:
+        problems.append(f"w_image {w_image} and w_text {w_text} are both zero; at least one must be above 0")
+    if problems:
+        raise InvalidQuery("; ".join(problems))
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming every bad field, what was wrong and the value given."""
+    parts = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        given = err.get("input")
+        shown = "" if err["type"] in {"value_error", "missing"} or isinstance(given, Mapping | BaseModel) \
+            else f" (got {given!r})"
+        parts.append(f"{where + ': ' if where else ''}{message}{shown}")
+    return "; ".join(parts)
+
+
+def _as_data(fields: Mapping[str, Any] | QueryFields) -> dict[str, Any]:
+    return fields.model_dump(exclude_unset=True) if isinstance(fields, QueryFields) else dict(fields)
+
+
+def build_fields(fields: Mapping[str, Any] | QueryFields, *, settings: SearchSettings) -> QueryFields:
+    """Check a request's fields other than the image (before an upload is decoded, say).
+
+    Raises:
+        InvalidQuery: any value is bad; the message names each field and value.
+    """
+    try:
+        checked = QueryFields(**_as_data(fields))
+    except ValidationError as e:
+        raise InvalidQuery(describe_validation_error(e)) from e
+    check_bounds(checked, settings)
+    return checked
+
+
+def build_request(
+    fields: Mapping[str, Any] | QueryFields,
+    *,
+    settings: SearchSettings,
+    image: Image.Image | None = None,
+) -> SearchRequest:
+    """Build and fully check a request from plain values (CLI options, HTTP parameters).
+
+    Args:
+        fields: the request's fields other than the image.
+        settings: the deployment's search settings (page bounds, default weights).
+        image: a decoded query image, if any.
+
+    Raises:
+        InvalidQuery: any value is bad; the message names each field and value.
+    """
+    try:
+        request = SearchRequest(**_as_data(fields), image=image)
+    except ValidationError as e:
+        raise InvalidQuery(describe_validation_error(e)) from e
+    check_bounds(request, settings)
+    return request
+
+
+class ProductView(BaseModel):
+    """A product as search returns it: its catalog fields, unknown ones kept.
+
+    Fields the product does not have are unset; dump with ``exclude_unset=True`` (the API does) to leave
+    them out rather than show them as null.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    title: str | None = None
+    description: str | None = None
+    image: str | None = None
+    images: list[str] | None = None
+    price: float | None = None
+    currency: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    in_stock: bool | None = None
+    url: str | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class IndexScores(BaseModel):
+    """Cosine similarity of the query to a product on each index (null: the product has no such vector)."""
+
+    image: float | None
+    text: float | None
+
+
+class SearchHit(BaseModel):
+    """One result."""
+
+    id: str = Field(description="The product id.")
+    score: float = Field(description="Fused score: w_image * scores.image + w_text * scores.text.")
+    scores: IndexScores
+    product: ProductView
+
+
+class Weights(BaseModel):
+    """The weights a search used."""
+
+    image: float
+    text: float
+
+
+class SearchResponse(BaseModel):
+    """One page of results, best first."""
+
+    results: list[SearchHit]
+    took_ms: float = Field(description="Time spent in the search service (encoding included), milliseconds.")
+    total_candidates: int = Field(description="Products in the union of both indices' candidate lists.")
+    offset: int
+    limit: int
+    weights: Weights

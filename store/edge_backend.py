@@ -1,0 +1,291 @@
+"""`EdgeStore`: the store on Qdrant's embedded engine (``qdrant-edge-py``), in a local folder.
+
+Collections (aliases, records, shards, locking between processes) are kept by
+`store.edge_collections.EdgeCollections`; this module turns the store's operations into shard calls.
+Writes go through the shard's write-ahead log: an upsert that returned survives a ``kill -9``.
+
+Threads: EdgeShard is safe to call from several threads at once (it locks inside, as Qdrant's segment
+holder does; ``test_threads_share_a_store`` in the conformance suite hammers it from threads), so reads
+and writes take no lock of ours; only opening, creating, dropping and closing collections do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+from numpy.typing import NDArray
+
+from common.errors import InvalidInput, NotFound
+from common.product import point_id
+from common.settings import StoreSettings
+from store._common import (
+    check_dim,
+    check_encoder,
+    check_filter,
+    check_name,
+    check_points,
+    check_product_ids,
+    check_query,
+    order_by_request,
+    stored_points,
+)
+from store.edge_collections import EdgeCollection, EdgeCollections
+from store.protocol import CollectionInfo, Condition, Filter, Match, MatchAny, PointWrite, StoredPoint
+
+logger = logging.getLogger(__name__)
+
+
+class EdgeStore:
+    """A `store.protocol.VectorStore` on qdrant-edge shards in ``folder``."""
+
+    def __init__(self, folder: Path, *, settings: StoreSettings) -> None:
+        """Prepare a store in ``folder`` (created if absent); collections open on first use.
+
+        Args:
+            folder: the store folder (``settings.store_dir``).
+            settings: HNSW parameters (``hnsw_m``, ``hnsw_ef_construct`` for new collections, ``hnsw_ef``
+                for searches).
+
+        Raises:
+            BackendUnavailable: the folder cannot be created.
+        """
+        self._settings = settings
+        self._collections = EdgeCollections(Path(folder), settings=settings)
+
+    def __repr__(self) -> str:
+        return f"EdgeStore({str(self._collections.folder)!r})"
+
+    # -- collections -------------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str, *, encoder: str, dim: int) -> CollectionInfo:
+        """Open the collection behind alias ``name``, creating it if absent (see `VectorStore`).
+
+        Raises:
+            EncoderMismatch: it exists and was built by another encoder or dim.
+            StoreLocked: another process holds the collection open.
+        """
+        check_name(name)
+        check_dim(encoder, dim)
+        opened = self._collections.get_or_create(name, encoder=encoder, dim=dim)
+        check_encoder(name, opened.record, encoder=encoder, dim=dim)
+        return self._info(name, opened)
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """Describe the collection behind alias ``name``.
+
+        Raises:
+            NotFound: no such collection.
+        """
+        return self._info(name, self._collections.get(name))
+
+    def list_collections(self) -> list[str]:
+        """Aliases of every collection in the folder."""
+        return self._collections.names()
+
+    def drop_collection(self, name: str) -> None:
+        """Remove alias ``name`` and its collection folder; nothing happens if it does not exist.
+
+        Raises:
+            StoreLocked: another process holds the collection open.
+        """
+        self._collections.drop(name)
+
+    def optimize(self, name: str) -> None:
+        """Merge segments and build the HNSW and payload indexes now (minutes for 100k+ products)."""
+        opened = self._collections.get(name)
+        with self._collections.engine(f"optimizing {name!r}"):
+            opened.shard.optimize()
+            opened.shard.flush()
+
+    def close(self) -> None:
+        """Close every open shard, releasing their locks; the store cannot be used afterwards."""
+        self._collections.close()
+
+    # -- points ------------------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[PointWrite]) -> None:
+        """Write whole points, replacing earlier versions; in the WAL (durable) when this returns.
+
+        Raises:
+            InvalidInput: a bad point (nothing is written).
+        """
+        opened = self._collections.get(name)
+        checked = check_points(points, dim=opened.record.dim)
+        if not checked:
+            return
+        edge_points = [qe.Point(p.point_id, {k: v.tolist() for k, v in p.vectors.items()}, p.payload)
+                       for p in checked]
+        with self._collections.engine(f"upserting {len(checked)} points into {name!r}"):
+            opened.shard.update(qe.UpdateOperation.upsert_points(edge_points))
+
+    def set_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Replace the payload of existing products, keeping their vectors.
+
+        Raises:
+            NotFound: some product ids are not in the collection (nothing is written).
+            InvalidInput: a payload ``id`` that differs from its product id.
+        """
+        opened = self._collections.get(name)
+        checked = check_points([PointWrite(pid, payload) for pid, payload in payloads.items()],
+                               dim=opened.record.dim)
+        with self._collections.engine(f"setting payloads in {name!r}"):
+            records = opened.shard.retrieve([p.point_id for p in checked], with_payload=False,
+                                            with_vector=False)
+            found = {str(r.id) for r in records}
+            missing = [p.payload["id"] for p in checked if p.point_id not in found]
+            if missing:
+                raise NotFound(f"cannot set the payload of products {missing[:10]!r} in collection {name!r}: "
+                               "not found")
+            for p in checked:
+                opened.shard.update(qe.UpdateOperation.overwrite_payload([p.point_id], p.payload))
+
+    def delete(self, name: str, product_ids: Sequence[str]) -> None:
+        """Remove products; ids not present are ignored."""
+        ids = [point_id(pid) for pid in check_product_ids(product_ids)]
+        opened = self._collections.get(name)
+        if ids:
+            with self._collections.engine(f"deleting {len(ids)} points from {name!r}"):
+                opened.shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def retrieve(
+        self, name: str, product_ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Products by id, in the order asked, absent ones left out."""
+        asked = check_product_ids(product_ids)
+        opened = self._collections.get(name)
+        if not asked:
+            return []
+        with self._collections.engine(f"retrieving from {name!r}"):
+            records = opened.shard.retrieve(list(dict.fromkeys(point_id(pid) for pid in asked)),
+                                            with_payload=True, with_vector=with_vectors)
+        points = stored_points(records, with_vectors=with_vectors)
+        found = {str(r.id): point for r, point in zip(records, points, strict=True)}
+        return order_by_request([point_id(pid) for pid in asked], found)
+
+    def search(
+        self,
+        name: str,
+        *,
+        vector: NDArray[np.float32],
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+        with_vectors: bool = False,
+        exact: bool = False,
+    ) -> list[StoredPoint]:
+        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine).
+
+        Raises:
+            InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, or a bad filter.
+        """
+        opened = self._collections.get(name)
+        query = check_query(vector, using=using, limit=limit, dim=opened.record.dim)
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(query.tolist(), using=using),
+            filter=to_edge_filter(filter),
+            with_payload=True,
+            with_vector=with_vectors,
+            params=qe.SearchParams(hnsw_ef=self._settings.hnsw_ef, exact=exact),
+        )
+        with self._collections.engine(f"searching {name!r}"):
+            scored = opened.shard.query(request)
+        return stored_points(scored, with_vectors=with_vectors)
+
+    def score(
+        self, name: str, *, vector: NDArray[np.float32], using: str, product_ids: Sequence[str]
+    ) -> dict[str, float]:
+        """Exact cosine of ``vector`` with the ``using`` vector of each listed product.
+
+        Products that are absent or lack that vector are left out.
+
+        Raises:
+            InvalidQuery: unknown vector name, or a vector of the wrong shape.
+        """
+        asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
+        opened = self._collections.get(name)
+        query = check_query(vector, using=using, limit=max(len(asked), 1), dim=opened.record.dim)
+        if not asked:
+            return {}
+        request = qe.QueryRequest(
+            limit=len(asked),
+            query=qe.Query.Nearest(query.tolist(), using=using),
+            filter=qe.Filter(must=[qe.HasIdCondition(set(asked))]),
+            with_payload=False,
+            with_vector=False,
+            params=qe.SearchParams(exact=True),
+        )
+        with self._collections.engine(f"scoring {len(asked)} products of {name!r}"):
+            scored = opened.shard.query(request)
+        return {asked[str(p.id)]: float(p.score) for p in scored}
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        """Number of products (matching ``filter``), exactly."""
+        opened = self._collections.get(name)
+        request = qe.CountRequest(exact=True, filter=to_edge_filter(filter))
+        with self._collections.engine(f"counting {name!r}"):
+            return int(opened.shard.count(request))
+
+    def scroll(
+        self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024
+    ) -> Iterator[StoredPoint]:
+        """Every product (in point id order), payload limited to ``fields`` (and ``id``) when given."""
+        if batch < 1:
+            raise InvalidInput(f"scroll batch {batch!r} must be a positive integer")
+        opened = self._collections.get(name)
+        with_payload: bool | list[str] = True if fields is None else ["id", *[f for f in fields if f != "id"]]
+        offset: Any = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=with_payload,
+                                       with_vector=False)
+            with self._collections.engine(f"scrolling {name!r}"):
+                records, offset = opened.shard.scroll(request)
+            yield from stored_points(records, with_vectors=False)
+            if offset is None:
+                return
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _info(self, name: str, opened: EdgeCollection) -> CollectionInfo:
+        with self._collections.engine(f"counting {name!r}"):
+            count = int(opened.shard.count(qe.CountRequest(exact=True)))
+        return CollectionInfo(name=name, physical=opened.physical, encoder=opened.record.encoder,
+                              dim=opened.record.dim, count=count)
+
+
+def to_edge_filter(filter: Filter | None) -> qe.Filter | None:
+    """A `Filter` as qdrant-edge's filter (None when empty).
+
+    A `Match` on a float becomes a range with equal bounds (Qdrant matches only strings, integers and
+    booleans by value).
+
+    Raises:
+        InvalidQuery: a condition that can never be built.
+    """
+    checked = check_filter(filter)
+    if checked is None:
+        return None
+    must = [_edge_condition(c) for c in checked.must]
+    must_not = [_edge_condition(c) for c in checked.must_not]
+    return qe.Filter(must=list(must) or None, must_not=list(must_not) or None)
+
+
+def _edge_condition(c: Condition) -> qe.FieldCondition:
+    if isinstance(c, Match):
+        if isinstance(c.value, float):
+            return qe.FieldCondition(key=c.field, range=qe.RangeFloat(gte=c.value, lte=c.value))
+        if isinstance(c.value, bool):
+            # qdrant-edge 0.9 reads a Python bool as the integer 1/0 (bool is an int), which never matches a
+            # boolean payload; numpy's bool is not an int, so it arrives as a boolean.
+            return qe.FieldCondition(key=c.field, match=qe.MatchValue(np.bool_(c.value)))  # type: ignore[arg-type]
+        return qe.FieldCondition(key=c.field, match=qe.MatchValue(c.value))
+    if isinstance(c, MatchAny):
+        strings = all(isinstance(v, str) for v in c.values)
+        values: list[str] | list[int] = [str(v) for v in c.values] if strings else [int(v) for v in c.values]
+        return qe.FieldCondition(key=c.field, match=qe.MatchAny(values))
+    return qe.FieldCondition(key=c.field, range=qe.RangeFloat(gte=c.gte, lte=c.lte))

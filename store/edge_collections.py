@@ -1,0 +1,261 @@
+"""The embedded store's collections: aliases, collection records and opened qdrant-edge shards.
+
+Layout under the store folder (see `store._files`): ``aliases.json`` maps each alias to a physical
+collection ``<alias>-<timestamp>``, whose folder ``collections/<physical>/`` holds ``vitrine.json`` (the
+encoder name and dim that built it) and ``shard/`` (the EdgeShard: segments and write-ahead log).
+
+A collection is created in its own new folder, recorded, and only then named in ``aliases.json``
+(replaced atomically under a cross-process file lock): a crash leaves at worst an unnamed folder,
+never a half-made collection behind an alias. Rebuilding a catalog into a new physical collection and
+rewriting its alias swaps it in at once; other processes see the new target on their next call, since
+the aliases file is re-read whenever it has been replaced.
+
+A shard is locked (its WAL) by the process that opens it; another process gets `StoreLocked`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import qdrant_edge as qe
+
+from common.errors import BackendUnavailable, NotFound, StoreLocked, VitrineError
+from common.product import FILTERABLE_FIELDS
+from common.settings import StoreSettings
+from store._common import CollectionRecord, new_record, physical_name
+from store._files import (
+    ALIASES_FILE,
+    COLLECTIONS_DIR,
+    RECORD_FILE,
+    SHARD_DIR,
+    folder_lock,
+    read_aliases,
+    read_json,
+    write_aliases,
+    write_json_atomic,
+)
+from store.protocol import VECTOR_NAMES
+
+logger = logging.getLogger(__name__)
+
+# Qdrant's default: segments (or filter results) smaller than this many KB are scanned, not searched by HNSW.
+FULL_SCAN_THRESHOLD_KB = 10_000
+_SCHEMA = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "float": qe.PayloadSchemaType.Float,
+    "integer": qe.PayloadSchemaType.Integer,
+    "bool": qe.PayloadSchemaType.Bool,
+}
+LOCKED_HINT = "is `vitrine serve` or another `vitrine index` running on it?"
+
+
+@dataclass(frozen=True)
+class EdgeCollection:
+    """One opened physical collection."""
+
+    physical: str
+    record: CollectionRecord
+    shard: qe.EdgeShard
+
+
+class EdgeCollections:
+    """The collections of one store folder, opened on first use and kept open until `close`.
+
+    Thread-safe: one lock guards the aliases cache and the opened shards (the shards themselves are
+    safe to call from several threads).
+    """
+
+    def __init__(self, folder: Path, *, settings: StoreSettings) -> None:
+        """Use ``folder`` (created if absent); ``settings`` gives the HNSW parameters of new collections.
+
+        Raises:
+            BackendUnavailable: the folder cannot be created.
+        """
+        self.folder = Path(folder)
+        self._settings = settings
+        self._lock = threading.RLock()
+        self._opened: dict[str, EdgeCollection] = {}
+        self._alias_sig: tuple[int, int, int] | None = None
+        self._alias_map: dict[str, str] = {}
+        self.closed = False
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BackendUnavailable(f"cannot create the store folder {self.folder}: {e}") from e
+
+    @contextlib.contextmanager
+    def engine(self, what: str) -> Iterator[None]:
+        """Turn qdrant-edge's untyped exceptions raised in the body into `BackendUnavailable`."""
+        try:
+            yield
+        except VitrineError:
+            raise
+        except Exception as e:
+            if self.closed:
+                raise BackendUnavailable(f"the store in {self.folder} was closed while {what}") from e
+            raise BackendUnavailable(f"embedded store in {self.folder}: {what} failed: {e}") from e
+
+    def names(self) -> list[str]:
+        """Every alias, sorted."""
+        with self._lock:
+            self._check_open()
+            return sorted(self._aliases())
+
+    def get(self, name: str) -> EdgeCollection:
+        """The collection behind alias ``name``, opened if needed.
+
+        Raises:
+            NotFound: no such alias.
+            StoreLocked: another process holds the collection open.
+        """
+        with self._lock:
+            self._check_open()
+            aliases = self._aliases()
+            physical = aliases.get(name)
+            if physical is None:
+                raise NotFound(f"no collection {name!r} in the store {self.folder}; "
+                               f"it has {sorted(aliases) or 'none'} (run `vitrine index` first)")
+            opened = self._opened.get(physical)
+            if opened is None:
+                opened = self._opened[physical] = self._load(physical)
+            return opened
+
+    def get_or_create(self, name: str, *, encoder: str, dim: int) -> EdgeCollection:
+        """The collection behind ``name``, created for ``encoder`` and ``dim`` if absent; indexes ensured."""
+        with self._lock:
+            try:
+                opened = self.get(name)
+            except NotFound:
+                opened = self._create(name, encoder=encoder, dim=dim)
+            self._ensure_indexes(opened)
+            return opened
+
+    def drop(self, name: str) -> None:
+        """Remove alias ``name`` and its folder; nothing happens if absent.
+
+        Raises:
+            StoreLocked: another process holds the collection open (nothing is removed).
+        """
+        with self._lock, folder_lock(self.folder):
+            self._check_open()
+            aliases = read_aliases(self.folder / ALIASES_FILE)
+            physical = aliases.pop(name, None)
+            if physical is None:
+                return
+            opened = self._opened.pop(physical, None)
+            if opened is None:  # opening it proves no other process uses it before its files go
+                opened = self._load(physical)
+            with self.engine(f"closing {physical}"):
+                opened.shard.close()
+            write_aliases(self.folder / ALIASES_FILE, aliases)
+            if physical not in aliases.values():
+                shutil.rmtree(self._dir(physical), ignore_errors=True)
+            logger.info("dropped collection %r (%s) from %s", name, physical, self.folder)
+
+    def close(self) -> None:
+        """Close every opened shard (releasing its lock); afterwards every call fails."""
+        with self._lock:
+            self.closed = True
+            opened, self._opened = list(self._opened.values()), {}
+            for item in opened:
+                try:
+                    item.shard.close()
+                except Exception as e:
+                    logger.warning("closing shard %s failed: %s", item.physical, e)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise BackendUnavailable(f"the store in {self.folder} is closed; open it again")
+
+    def _aliases(self) -> dict[str, str]:
+        """The aliases file, re-read when it has been replaced (by this or another process)."""
+        path = self.folder / ALIASES_FILE
+        try:
+            st = path.stat()
+            sig: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            sig = None
+        if sig != self._alias_sig:
+            self._alias_map = read_aliases(path) if sig is not None else {}
+            self._alias_sig = sig
+        return self._alias_map
+
+    def _dir(self, physical: str) -> Path:
+        return self.folder / COLLECTIONS_DIR / physical
+
+    def _load(self, physical: str) -> EdgeCollection:
+        folder = self._dir(physical)
+        path = folder / RECORD_FILE
+        try:
+            record = CollectionRecord.from_dict(read_json(path), where=str(path))
+        except FileNotFoundError as e:
+            raise BackendUnavailable(f"collection folder {folder} has no {RECORD_FILE}; it is incomplete or "
+                                     "was moved: restore it or drop the collection and index again") from e
+        except ValueError as e:
+            raise BackendUnavailable(str(e)) from e
+        return EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR))
+
+    def _create(self, name: str, *, encoder: str, dim: int) -> EdgeCollection:
+        with folder_lock(self.folder):
+            if name in read_aliases(self.folder / ALIASES_FILE):  # another process created it meanwhile
+                return self.get(name)
+            physical = physical_name(name)
+            folder = self._dir(physical)
+            params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+            config = qe.EdgeConfig(
+                vectors=dict.fromkeys(VECTOR_NAMES, params),
+                hnsw_config=qe.HnswIndexConfig(m=self._settings.hnsw_m,
+                                               ef_construct=self._settings.hnsw_ef_construct,
+                                               full_scan_threshold=FULL_SCAN_THRESHOLD_KB),
+                wal_enabled=True,
+                payload_memory=qe.Memory.Cached,  # payload read per result: RAM halves a 100-result search
+            )
+            record = new_record(name, encoder=encoder, dim=dim)
+            opened = EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR, config))
+            try:
+                self._ensure_indexes(opened)
+                write_json_atomic(folder / RECORD_FILE, record.as_dict())
+                aliases = read_aliases(self.folder / ALIASES_FILE)
+                aliases[name] = physical
+                write_aliases(self.folder / ALIASES_FILE, aliases)
+            except BaseException:
+                opened.shard.close()
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self._opened[physical] = opened
+            logger.info("created collection %r (%s, encoder %r, dim %d) in %s", name, physical, encoder, dim,
+                        self.folder)
+            return opened
+
+    def _ensure_indexes(self, opened: EdgeCollection) -> None:
+        with self.engine(f"creating the payload indexes of {opened.physical}"):
+            existing = opened.shard.info().payload_schema
+            for field, kind in FILTERABLE_FIELDS.items():
+                if field not in existing:
+                    opened.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+
+
+def _open_shard(shard_dir: Path, config: qe.EdgeConfig | None = None) -> qe.EdgeShard:
+    """Load the shard in ``shard_dir``, or create it there with ``config``.
+
+    Raises:
+        StoreLocked: another process (or store object) holds it.
+        BackendUnavailable: any other failure.
+    """
+    try:
+        if config is None:
+            return qe.EdgeShard.load(str(shard_dir))
+        return qe.EdgeShard.create(str(shard_dir), config)
+    except Exception as e:
+        if "WouldBlock" in str(e):
+            raise StoreLocked(f"the store folder {shard_dir.parent} is in use by another process; "
+                              f"{LOCKED_HINT}") from e
+        raise BackendUnavailable(f"cannot open the store folder {shard_dir}: {e}") from e

@@ -1,0 +1,37 @@
+"""`open_store`: the store backend the settings ask for."""
+
+from __future__ import annotations
+
+import logging
+
+from common.settings import Settings
+from store.protocol import VectorStore
+
+logger = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """Open the vector store named by ``settings.store.url``.
+
+    - unset: Qdrant's embedded engine (qdrant-edge) in ``settings.store_dir``;
+    - ``http://...`` or ``https://...``: a Qdrant server through qdrant-client;
+    - ``:memory:`` or ``path:DIR``: qdrant-client's local mode (a stand-in for a server, for tests).
+
+    Construction is cheap: embedded collections open (and lock) on first use, and a server is contacted
+    on the first request.
+
+    Raises:
+        BackendUnavailable: the embedded store folder cannot be created.
+        StoreLocked: a ``path:DIR`` local store is held by another process.
+        InvalidInput: an unusable url (``path:`` without a folder).
+    """
+    url = settings.store.url
+    if url is None:
+        from store.edge_backend import EdgeStore
+
+        logger.debug("opening the embedded store in %s", settings.store_dir)
+        return EdgeStore(settings.store_dir, settings=settings.store)
+    from store.qdrant_backend import QdrantServerStore
+
+    logger.debug("opening the qdrant-client store at %s", url)
+    return QdrantServerStore(url, settings=settings.store)

@@ -1,0 +1,384 @@
+"""`QdrantServerStore`: the store on a Qdrant server (or cluster) through ``qdrant-client``.
+
+Locations: ``http(s)://host:6333`` (a server; ``settings.api_key`` and ``settings.timeout_s`` apply), or
+qdrant-client's local mode, ``:memory:`` or ``path:DIR``, the stand-in for a server in tests.
+
+Each catalog is a collection ``<alias>-<timestamp>`` behind a real Qdrant alias ``<alias>``, so a rebuild
+can be swapped in with one alias operation. Vitrine's record (alias, encoder name, dim) lives in the
+collection's ``metadata`` under the key ``"vitrine"`` (local mode keeps it in its ``meta.json``; a server
+needs Qdrant 1.16 or later to keep collection metadata). Writes wait until applied (``wait=True``).
+
+Threads: the remote client is thread-safe; local mode is not (SQLite, plain dicts), so there every call
+holds the store's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from common.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound, VitrineError
+from common.product import FILTERABLE_FIELDS, point_id
+from common.settings import StoreSettings
+from store._common import (
+    METADATA_KEY,
+    CollectionRecord,
+    check_dim,
+    check_encoder,
+    check_name,
+    check_points,
+    check_product_ids,
+    check_query,
+    new_record,
+    order_by_request,
+    physical_name,
+    stored_points,
+)
+from store._qdrant_util import connect, error_reason, to_qdrant_filter
+from store.protocol import VECTOR_NAMES, CollectionInfo, Filter, PointWrite, StoredPoint
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "float": models.PayloadSchemaType.FLOAT,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "bool": models.PayloadSchemaType.BOOL,
+}
+
+
+class QdrantServerStore:
+    """A `store.protocol.VectorStore` over ``qdrant_client.QdrantClient``."""
+
+    def __init__(self, location: str, *, settings: StoreSettings) -> None:
+        """Connect (lazily) to ``location``: ``http(s)://...``, ``:memory:`` or ``path:DIR``.
+
+        Raises:
+            InvalidInput: ``location`` is none of those.
+            StoreLocked: ``path:DIR`` is held open by another process.
+        """
+        self._location = location
+        self._settings = settings
+        self._local = not location.startswith(("http://", "https://"))
+        self._lock = threading.RLock()
+        self._dims: dict[str, int] = {}
+        self._closed = False
+        self._client: QdrantClient = connect(location, settings)
+
+    def __repr__(self) -> str:
+        return f"QdrantServerStore({self._location!r})"
+
+    # -- collections -------------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str, *, encoder: str, dim: int) -> CollectionInfo:
+        """Open the collection behind alias ``name``, creating it (and the alias) if absent.
+
+        Raises:
+            EncoderMismatch: it exists and was built by another encoder or dim.
+            BackendUnavailable: the server cannot be reached.
+        """
+        check_name(name)
+        check_dim(encoder, dim)
+        with self._call(f"opening collection {name!r}"):
+            physical = self._target(name)
+            if physical is None:
+                physical = self._create(name, encoder=encoder, dim=dim)
+            record = self._record(name, physical)
+            check_encoder(name, record, encoder=encoder, dim=dim)
+            self._ensure_indexes(physical)
+            return self._info(name, physical, record)
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """Describe the collection behind alias ``name``.
+
+        Raises:
+            NotFound: no such collection.
+        """
+        with self._call(f"describing collection {name!r}"):
+            physical = self._target(name)
+            if physical is None:
+                raise self._not_found(name)
+            return self._info(name, physical, self._record(name, physical))
+
+    def list_collections(self) -> list[str]:
+        """Aliases pointing at collections Vitrine created (other collections on the server are left out)."""
+        with self._call("listing collections"):
+            names = []
+            for alias in self._client.get_aliases().aliases:
+                meta = self._client.get_collection(alias.collection_name).config.metadata or {}
+                if METADATA_KEY in meta:
+                    names.append(alias.alias_name)
+            return sorted(names)
+
+    def drop_collection(self, name: str) -> None:
+        """Remove alias ``name`` and the collection behind it; nothing happens if it does not exist."""
+        with self._call(f"dropping collection {name!r}"):
+            self._dims.pop(name, None)
+            physical = self._target(name)
+            if physical is None:
+                return
+            self._client.update_collection_aliases(change_aliases_operations=[
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))])
+            self._client.delete_collection(physical)
+            logger.info("dropped collection %r (%s) on %s", name, physical, self._location)
+
+    def optimize(self, name: str) -> None:
+        """Nothing to do: a Qdrant server builds its indexes in the background; local mode has none."""
+        self._dim(name)
+
+    def close(self) -> None:
+        """Close the client (and release a ``path:`` folder)."""
+        with self._lock:
+            self._closed = True
+            self._client.close()
+
+    # -- points ------------------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[PointWrite]) -> None:
+        """Write whole points, replacing earlier versions; applied when this returns.
+
+        Raises:
+            InvalidInput: a bad point (nothing is written).
+        """
+        checked = check_points(points, dim=self._dim(name))
+        if not checked:
+            return
+        structs = [models.PointStruct(id=p.point_id, vector={k: v.tolist() for k, v in p.vectors.items()},
+                                      payload=p.payload) for p in checked]
+        with self._call(f"upserting {len(structs)} points into {name!r}"):
+            self._client.upsert(name, points=structs, wait=True)
+
+    def set_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Replace the payload of existing products, keeping their vectors.
+
+        Raises:
+            NotFound: some product ids are not in the collection (nothing is written).
+            InvalidInput: a payload ``id`` that differs from its product id.
+        """
+        checked = check_points([PointWrite(pid, payload) for pid, payload in payloads.items()],
+                               dim=self._dim(name))
+        if not checked:
+            return
+        with self._call(f"setting payloads in {name!r}"):
+            records = self._client.retrieve(name, [p.point_id for p in checked], with_payload=False,
+                                            with_vectors=False)
+            found = {str(r.id) for r in records}
+            missing = [p.payload["id"] for p in checked if p.point_id not in found]
+            if missing:
+                raise NotFound(f"cannot set the payload of products {missing[:10]!r} in collection {name!r}: "
+                               "not found")
+            operations: list[models.UpdateOperation] = [
+                models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(payload=p.payload,
+                                                                                     points=[p.point_id]))
+                for p in checked
+            ]
+            self._client.batch_update_points(name, operations, wait=True)
+
+    def delete(self, name: str, product_ids: Sequence[str]) -> None:
+        """Remove products; ids not present are ignored."""
+        ids: list[models.ExtendedPointId] = [point_id(pid) for pid in check_product_ids(product_ids)]
+        self._dim(name)
+        if ids:
+            with self._call(f"deleting {len(ids)} points from {name!r}"):
+                self._client.delete(name, points_selector=models.PointIdsList(points=ids), wait=True)
+
+    def retrieve(
+        self, name: str, product_ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Products by id, in the order asked, absent ones left out."""
+        asked = check_product_ids(product_ids)
+        self._dim(name)
+        if not asked:
+            return []
+        ids: list[models.ExtendedPointId] = list(dict.fromkeys(point_id(pid) for pid in asked))
+        with self._call(f"retrieving from {name!r}"):
+            records = self._client.retrieve(name, ids, with_payload=True, with_vectors=with_vectors)
+        points = stored_points(records, with_vectors=with_vectors)
+        found = {str(r.id): point for r, point in zip(records, points, strict=True)}
+        return order_by_request([point_id(pid) for pid in asked], found)
+
+    def search(
+        self,
+        name: str,
+        *,
+        vector: NDArray[np.float32],
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+        with_vectors: bool = False,
+        exact: bool = False,
+    ) -> list[StoredPoint]:
+        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine).
+
+        Raises:
+            InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, or a bad filter.
+        """
+        query = check_query(vector, using=using, limit=limit, dim=self._dim(name))
+        query_filter = to_qdrant_filter(filter)
+        with self._call(f"searching {name!r}"):
+            response = self._client.query_points(
+                name, query=query.tolist(), using=using, limit=limit, query_filter=query_filter,
+                with_payload=True, with_vectors=with_vectors,
+                # local mode always searches exactly and warns about search params
+                search_params=None if self._local else models.SearchParams(hnsw_ef=self._settings.hnsw_ef,
+                                                                           exact=exact),
+            )
+        return stored_points(response.points, with_vectors=with_vectors)
+
+    def score(
+        self, name: str, *, vector: NDArray[np.float32], using: str, product_ids: Sequence[str]
+    ) -> dict[str, float]:
+        """Exact cosine of ``vector`` with the ``using`` vector of each listed product.
+
+        Products that are absent or lack that vector are left out.
+
+        Raises:
+            InvalidQuery: unknown vector name, or a vector of the wrong shape.
+        """
+        asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
+        query = check_query(vector, using=using, limit=max(len(asked), 1), dim=self._dim(name))
+        if not asked:
+            return {}
+        ids: list[models.ExtendedPointId] = list(asked)
+        with self._call(f"scoring {len(asked)} products of {name!r}"):
+            response = self._client.query_points(
+                name, query=query.tolist(), using=using, limit=len(asked),
+                query_filter=models.Filter(must=[models.HasIdCondition(has_id=ids)]),
+                with_payload=False, with_vectors=False,
+                search_params=None if self._local else models.SearchParams(exact=True),
+            )
+        return {asked[str(p.id)]: float(p.score) for p in response.points}
+
+    def count(self, name: str, filter: Filter | None = None) -> int:
+        """Number of products (matching ``filter``), exactly."""
+        count_filter = to_qdrant_filter(filter)
+        with self._call(f"counting {name!r}"):
+            return int(self._client.count(name, count_filter=count_filter, exact=True).count)
+
+    def scroll(
+        self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024
+    ) -> Iterator[StoredPoint]:
+        """Every product (in point id order), payload limited to ``fields`` (and ``id``) when given."""
+        if batch < 1:
+            raise InvalidInput(f"scroll batch {batch!r} must be a positive integer")
+        self._dim(name)
+        with_payload: bool | list[str] = True if fields is None else ["id", *[f for f in fields if f != "id"]]
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with self._call(f"scrolling {name!r}"):
+                records, offset = self._client.scroll(name, limit=batch, offset=offset,
+                                                      with_payload=with_payload, with_vectors=False)
+            yield from stored_points(records, with_vectors=False)
+            if offset is None:
+                return
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Hold the lock (local mode) and turn the client's exceptions into Vitrine's errors."""
+        guard: contextlib.AbstractContextManager[Any] = (
+            self._lock if self._local else contextlib.nullcontext())
+        with guard:
+            if self._closed:
+                raise BackendUnavailable(f"the store at {self._location} is closed; open it again")
+            try:
+                yield
+            except VitrineError:
+                raise
+            except UnexpectedResponse as e:
+                if e.status_code == 404:
+                    raise NotFound(f"Qdrant at {self._location}: {what}: not found "
+                                   f"({error_reason(e)})") from e
+                hint = "; check VITRINE_STORE__API_KEY" if e.status_code in (401, 403) else ""
+                raise BackendUnavailable(f"Qdrant at {self._location}: {what} failed with HTTP "
+                                         f"{e.status_code}: {error_reason(e)}{hint}") from e
+            except (ResponseHandlingException, httpx.HTTPError, OSError) as e:
+                if self._local:
+                    raise BackendUnavailable(
+                        f"qdrant-client local store {self._location}: {what} failed: {e}") from e
+                raise BackendUnavailable(f"cannot reach the Qdrant server at {self._location} ({what}): "
+                                         f"{getattr(e, 'source', e)}") from e
+            except (ValueError, KeyError, RuntimeError) as e:
+                if not self._local:
+                    raise
+                if "not found" in str(e):
+                    raise NotFound(f"qdrant-client local store {self._location}: {what}: {e}") from e
+                raise BackendUnavailable(
+                    f"qdrant-client local store {self._location}: {what} failed: {e}") from e
+
+    def _not_found(self, name: str) -> NotFound:
+        return NotFound(f"no collection {name!r} on {self._location} (run `vitrine index` first)")
+
+    def _target(self, name: str) -> str | None:
+        """The collection alias ``name`` points at, if any."""
+        for alias in self._client.get_aliases().aliases:
+            if alias.alias_name == name:
+                return alias.collection_name
+        return None
+
+    def _record(self, name: str, physical: str) -> CollectionRecord:
+        meta = self._client.get_collection(physical).config.metadata or {}
+        if METADATA_KEY not in meta:
+            raise ConfigError(
+                f"collection {physical!r} (alias {name!r}) on {self._location} carries no Vitrine record in "
+                "its metadata: it was not created by Vitrine, or the Qdrant server is older than 1.16 and "
+                "drops collection metadata")
+        try:
+            record = CollectionRecord.from_dict(meta[METADATA_KEY], where=f"collection {physical!r}")
+        except ValueError as e:
+            raise BackendUnavailable(str(e)) from e
+        self._dims[name] = record.dim
+        return record
+
+    def _dim(self, name: str) -> int:
+        dim = self._dims.get(name)
+        if dim is None:
+            dim = self.collection_info(name).dim
+        return dim
+
+    def _create(self, name: str, *, encoder: str, dim: int) -> str:
+        physical = physical_name(name)
+        record = new_record(name, encoder=encoder, dim=dim)
+        params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        self._client.create_collection(
+            physical,
+            vectors_config=dict.fromkeys(VECTOR_NAMES, params),
+            hnsw_config=models.HnswConfigDiff(m=self._settings.hnsw_m,
+                                              ef_construct=self._settings.hnsw_ef_construct),
+            metadata={METADATA_KEY: record.as_dict()},
+        )
+        self._ensure_indexes(physical)
+        winner = self._target(name)
+        if winner is not None:  # another process created the alias meanwhile: use theirs
+            self._client.delete_collection(physical)
+            return winner
+        self._client.update_collection_aliases(change_aliases_operations=[
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=physical, alias_name=name))])
+        logger.info("created collection %r (%s, encoder %r, dim %d) on %s", name, physical, encoder, dim,
+                    self._location)
+        return physical
+
+    def _ensure_indexes(self, physical: str) -> None:
+        existing = self._client.get_collection(physical).payload_schema or {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            for field, kind in FILTERABLE_FIELDS.items():
+                if field not in existing:
+                    self._client.create_payload_index(physical, field, field_schema=_SCHEMA[kind], wait=True)
+
+    def _info(self, name: str, physical: str, record: CollectionRecord) -> CollectionInfo:
+        count = int(self._client.count(physical, exact=True).count)
+        return CollectionInfo(name=name, physical=physical, encoder=record.encoder, dim=record.dim,
+                              count=count)

@@ -1,0 +1,67 @@
+"""Fixtures of the store tests: every backend, opened on a fresh location, and reopenable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from common.settings import StoreSettings
+from store.edge_backend import EdgeStore
+from store.protocol import VectorStore
+from store.qdrant_backend import QdrantServerStore
+
+BACKENDS = ("edge", "memory", "path")
+
+
+@dataclass
+class Opener:
+    """Opens the store of one backend on one location; a second call reopens the same data (not memory)."""
+
+    kind: str
+    folder: Path
+    settings: StoreSettings
+
+    @property
+    def persistent(self) -> bool:
+        """Whether reopening sees what an earlier store wrote."""
+        return self.kind != "memory"
+
+    def __call__(self) -> VectorStore:
+        """A new store object on this location."""
+        if self.kind == "edge":
+            return EdgeStore(self.folder, settings=self.settings)
+        if self.kind == "memory":
+            return QdrantServerStore(":memory:", settings=self.settings)
+        return QdrantServerStore(f"path:{self.folder}", settings=self.settings)
+
+
+def make_opener(kind: str, folder: Path) -> Opener:
+    """An `Opener` of backend ``kind`` in ``folder``."""
+    return Opener(kind, folder, StoreSettings())
+
+
+@pytest.fixture(params=BACKENDS)
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Each backend in turn, on a fresh folder."""
+    return make_opener(str(request.param), tmp_path / "store")
+
+
+@pytest.fixture
+def store(opener: Opener) -> Iterator[VectorStore]:
+    """An open store of each backend, closed after the test."""
+    s = opener()
+    yield s
+    s.close()
+
+
+def unit_vectors(n: int, dim: int, *, seed: int) -> NDArray[np.float32]:
+    """``n`` random float32 unit vectors (no two equal, so rankings have no ties)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    unit: NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
