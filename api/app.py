@@ -1,0 +1,68 @@
+"""The FastAPI application.
+
+The encoder and the store load in the ``lifespan``, in a background thread (`api.state.ServiceState`), so
+``GET /health`` answers as soon as the server listens and ``GET /ready`` says 503 until the search service is
+ready. Routes reach the service and the settings through the dependencies of `api.deps`; every endpoint
+that runs the model or the store is a plain ``def``, which FastAPI runs in its thread pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.routes import health, products, search
+from api.state import Loader, ServiceState
+from api.uploads import UploadLimitMiddleware
+from api.wiring import open_search
+from common.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SEARCH_PATH = "/search/image"
+
+
+def create_app(
+    settings: Settings | None = None, *, model: str | None = None, loader: Loader | None = None
+) -> FastAPI:
+    """Build the app; nothing is loaded until the server starts it (lifespan).
+
+    Args:
+        settings: all settings (default: `load_settings()`: environment and TOML file).
+        model: an explicit encoder name, as ``--model`` (it must be the collection's).
+        loader: builds the search components from the settings in the loading thread (default:
+            `api.wiring.open_search`); tests hand in one that waits, to watch ``/ready`` go from 503 to 200.
+    """
+    settings = settings or load_settings()
+    load: Loader = loader or functools.partial(open_search, model=model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState(settings, load)
+        app.state.vitrine = state
+        state.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.close)
+
+    app = FastAPI(
+        title="Vitrine",
+        summary="Multimodal product search: text and image queries over a catalog's image and text indices.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.api.max_upload_bytes,
+                       paths=(IMAGE_SEARCH_PATH,))
+    app.include_router(health.router)
+    app.include_router(search.router)
+    app.include_router(products.router)
+    return app

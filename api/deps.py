@@ -1,0 +1,44 @@
+"""Dependencies of the routes, as ``Annotated`` aliases (full-stack-fastapi-template style).
+
+``get_settings`` is the one settings dependency: tests override it with
+``app.dependency_overrides[get_settings] = lambda: other_settings``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.state import ServiceState
+from common.settings import Settings
+from search.service import SearchService
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_state(request: Request) -> ServiceState:
+    """The app's loading state (set by the lifespan)."""
+    state: ServiceState = request.app.state.vitrine
+    return state
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_search_service(state: StateDep) -> SearchService:
+    """The ready search service.
+
+    Raises:
+        BackendUnavailable: not loaded (yet); answered 503.
+        EncoderMismatch: the collection was built with another encoder; answered 409.
+    """
+    return state.service()
+
+
+SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]

@@ -1,0 +1,106 @@
+"""Search by text (GET or POST JSON) and by uploaded image (multipart), with filters, pages and weights."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+
+from api.deps import SearchServiceDep, SettingsDep
+from api.errors import error_responses
+from api.uploads import read_image_upload
+from common.errors import InvalidQuery
+from search.filters import parse_filter_option
+from search.query import (
+    DEFAULT_LIMIT,
+    MAX_FILTER_VALUE_CHARS,
+    MAX_QUERY_CHARS,
+    QueryFields,
+    SearchResponse,
+    build_fields,
+    build_request,
+)
+
+router = APIRouter(prefix="/search", tags=["search"], responses=error_responses(409, 422, 503))
+
+FilterText = Annotated[str | None, Query(max_length=MAX_FILTER_VALUE_CHARS)]
+Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
+Weight = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
+
+
+def search_params(
+    *,
+    limit: Annotated[int, Query(ge=1, description="Results per page.")] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, description="Results to skip.")] = 0,
+    category: FilterText = None,
+    brand: FilterText = None,
+    min_price: Price = None,
+    max_price: Price = None,
+    in_stock: bool | None = None,
+    w_image: Weight = None,
+    w_text: Weight = None,
+    filter_options: Annotated[
+        list[str] | None,
+        Query(alias="filter", description="Any payload field by equality, FIELD=VALUE (string value); "
+              "repeatable."),
+    ] = None,
+) -> dict[str, Any]:
+    """The query-string parameters shared by ``GET /search`` and ``POST /search/image`` (given ones only)."""
+    given: dict[str, Any] = {
+        key: value
+        for key, value in (("limit", limit), ("offset", offset), ("category", category), ("brand", brand),
+                           ("min_price", min_price), ("max_price", max_price), ("in_stock", in_stock),
+                           ("w_image", w_image), ("w_text", w_text))
+        if value is not None
+    }
+    if filter_options:
+        try:
+            given["filters"] = dict(parse_filter_option(option) for option in filter_options)
+        except ValueError as e:
+            raise InvalidQuery(f"query parameter 'filter': {e}") from e
+    return given
+
+
+SearchParamsDep = Annotated[dict[str, Any], Depends(search_params)]
+
+
+@router.get("", summary="Search by text", response_model_exclude_unset=True)
+def search_get(
+    service: SearchServiceDep,
+    settings: SettingsDep,
+    params: SearchParamsDep,
+    q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="Query text.")] = None,
+) -> SearchResponse:
+    """Search both indices with the text ``q``; filters, page and weights as query parameters."""
+    return service.search(build_request({**params, "q": q}, settings=settings.search))
+
+
+@router.post("", summary="Search by text (JSON body)", response_model_exclude_unset=True)
+def search_post(body: QueryFields, service: SearchServiceDep, settings: SettingsDep) -> SearchResponse:
+    """The same as ``GET /search``, with the parameters (and any-field ``filters``) as a JSON body."""
+    return service.search(build_request(body, settings=settings.search))
+
+
+@router.post("/image", summary="Search by an uploaded image, optionally with text",
+             responses=error_responses(413, 415), response_model_exclude_unset=True)
+def search_image(
+    file: Annotated[UploadFile, File(description="The query image (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
+    service: SearchServiceDep,
+    settings: SettingsDep,
+    params: SearchParamsDep,
+    text: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS,
+                                     description="Words to combine with the image.")] = None,
+) -> SearchResponse:
+    """Search both indices with the image (and ``text``: the query is their normalised mean).
+
+    413 over the upload limit, 415 for anything that is not a supported image, 422 for bad parameters.
+    """
+    fields = build_fields({**params, "q": text}, settings=settings.search)  # parameters before the upload
+    image = read_image_upload(
+        file.file,
+        filename=file.filename,
+        max_bytes=settings.api.max_upload_bytes,
+        max_pixels=settings.indexer.max_image_pixels,
+        draft_size=service.encoder.image_size,
+    )
+    return service.search(build_request(fields, settings=settings.search, image=image))

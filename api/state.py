@@ -1,0 +1,118 @@
+"""Background loading of the search components, and the readiness it reports.
+
+The app's lifespan starts `ServiceState.start`, which loads the store and the encoder in a daemon thread, so
+the server accepts connections at once: ``/health`` (liveness) answers immediately, ``/ready`` answers 503
+until loading is done (or 503 with the reason if it failed), and search routes answer 503 meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Literal
+
+from api.wiring import Components
+from common.errors import BackendUnavailable, EncoderMismatch, VitrineError
+from common.settings import Settings
+from search.service import SearchService
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["loading", "ready", "failed", "closed"]
+Loader = Callable[[Settings], Components]
+"""Builds the components from settings (`api.wiring.open_search` by default); runs in the loading thread."""
+
+CLOSE_WAIT_S = 10.0
+
+
+class ServiceState:
+    """The search components of one app, and where their loading stands. Thread-safe.
+
+    Args:
+        settings: passed to the loader.
+        loader: builds the components (store opened, encoder loaded).
+    """
+
+    def __init__(self, settings: Settings, loader: Loader) -> None:
+        self._settings = settings
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._status: Status = "loading"
+        self._reason: str | None = None
+        self._failure: VitrineError | None = None
+        self._components: Components | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start loading in a daemon thread (once)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._load, name="vitrine-load", daemon=True)
+            self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            components = self._loader(self._settings)
+        except VitrineError as e:
+            logger.error("search service failed to load: %s", e)
+            self._fail(str(e), e)
+            return
+        except Exception as e:
+            logger.exception("search service failed to load")
+            self._fail(f"{type(e).__name__}: {e}", None)
+            return
+        with self._lock:
+            if self._status == "closed":  # the app shut down while we were loading
+                components.close()
+                return
+            self._components = components
+            self._status = "ready"
+        logger.info("search service ready")
+
+    def _fail(self, reason: str, error: VitrineError | None) -> None:
+        with self._lock:
+            if self._status != "closed":
+                self._status, self._reason, self._failure = "failed", reason, error
+
+    @property
+    def status(self) -> Status:
+        """``loading``, ``ready``, ``failed`` or ``closed``."""
+        return self._status
+
+    @property
+    def reason(self) -> str | None:
+        """Why loading failed, or what is still going on."""
+        if self._status == "loading":
+            return "loading the encoder and opening the store"
+        return self._reason
+
+    def service(self) -> SearchService:
+        """The ready service.
+
+        Raises:
+            BackendUnavailable: still loading, failed to load, or shut down.
+            EncoderMismatch: loading failed because the collection was built with another encoder.
+        """
+        with self._lock:
+            status, components, failure, reason = self._status, self._components, self._failure, self._reason
+        if status == "ready" and components is not None:
+            return components.service
+        if status == "loading":
+            raise BackendUnavailable("the search service is still loading the encoder and the store; retry "
+                                     "shortly (GET /ready says when it is ready)")
+        if isinstance(failure, EncoderMismatch):
+            raise EncoderMismatch(str(failure))
+        raise BackendUnavailable(f"the search service is unavailable: {reason or status}")
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Release the components; a load still running closes what it opens when it finishes."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(wait_s)
+        with self._lock:
+            components, self._components = self._components, None
+            self._status = "closed"
+        if components is not None:
+            components.close()

@@ -1,0 +1,228 @@
+"""The ``vitrine`` command line end to end, through real subprocesses.
+
+A handful of generated PNG products are indexed with ``vitrine index`` (tiny random open_clip model) into a
+VITRINE_HOME under tmp; then ``vitrine search`` (text, image, both, JSON), ``vitrine info --json`` and
+``vitrine serve`` run against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.product import Product
+from common.settings import EmbedSettings
+from embed import build_encoder
+
+pytestmark = pytest.mark.slow
+
+VITRINE = str(Path(sys.executable).with_name("vitrine"))
+TIMEOUT_S = 300
+
+ROWS: list[dict[str, Any]] = [
+    {
+        "id": "shoe-1",
+        "title": "red running shoe",
+        "category": "shoes",
+        "brand": "Acme",
+        "price": 59.9,
+        "currency": "EUR",
+        "in_stock": True,
+    },
+    {
+        "id": "shoe-2",
+        "title": "white leather sneaker",
+        "category": "shoes",
+        "brand": "Bolt",
+        "price": 89.0,
+        "currency": "EUR",
+        "in_stock": False,
+    },
+    {
+        "id": "bag-1",
+        "title": "brown leather bag",
+        "category": "bags",
+        "brand": "Acme",
+        "price": 120.0,
+        "currency": "EUR",
+        "in_stock": True,
+    },
+    {
+        "id": "hat-1",
+        "title": "green wool hat",
+        "category": "hats",
+        "brand": "Bolt",
+        "price": 19.5,
+        "currency": "EUR",
+        "in_stock": True,
+    },
+]
+
+
+def run(args: list[str], *, home: Path, cwd: Path, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VITRINE_HOME": str(home), "VITRINE_INDEXER__WORKERS": "0"}
+    env.pop("VITRINE_EMBED__MODEL", None)
+    done = subprocess.run(
+        [VITRINE, "--log-level", "WARNING", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    if check is not None:
+        assert done.returncode == check, (
+            f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
+    return done
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Path:
+    """A folder with catalog.jsonl, its images, and ``home/`` holding the index built by ``vitrine index``."""
+    folder = tmp_path_factory.mktemp("shop")
+    (folder / "img").mkdir()
+    with (folder / "catalog.jsonl").open("w", encoding="utf-8") as out:
+        for i, row in enumerate(ROWS):
+            pixels = np.random.default_rng(i).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels, "RGB").save(folder / "img" / f"{row['id']}.png")
+            out.write(json.dumps({**row, "image": f"img/{row['id']}.png"}) + "\n")
+    done = run(
+        ["index", "catalog.jsonl", "--model", str(tiny_clip_dir), "--no-progress"],
+        home=folder / "home",
+        cwd=folder,
+    )
+    assert "indexed" in done.stdout
+    return folder
+
+
+def test_search_prints_a_table_with_the_best_match_first(shop: Path) -> None:
+    text = Product.model_validate(ROWS[2]).embedding_text()  # exactly what the text index embedded
+    done = run(
+        ["search", text, "--w-image", "0", "--w-text", "1", "--limit", "3"], home=shop / "home", cwd=shop
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:5] == ["#", "score", "image", "text", "id"]
+    assert lines[1].split()[:2] == ["1", "1.0000"]
+    assert "bag-1" in lines[1] and "brown leather bag" in lines[1]
+    assert len(lines) == 1 + 3 + 1
+    assert lines[-1].startswith("3 result(s) from")
+
+
+def test_search_by_image_prints_the_apis_json(shop: Path) -> None:
+    done = run(
+        ["search", "--image", "img/shoe-2.png", "--w-image", "1", "--w-text", "0", "--json"],
+        home=shop / "home",
+        cwd=shop,
+    )
+    body = json.loads(done.stdout)
+    assert {"results", "took_ms", "total_candidates", "offset", "limit", "weights"} <= set(body)
+    top = body["results"][0]
+    assert set(top) == {"id", "score", "scores", "product"}
+    assert top["id"] == "shoe-2"
+    assert top["scores"]["image"] == pytest.approx(1.0, abs=1e-4)
+    assert top["product"]["title"] == "white leather sneaker"
+    assert "_vitrine" not in top["product"]
+
+
+def test_search_by_text_and_image_with_filters(shop: Path) -> None:
+    filters = ["--category", "shoes", "--no-in-stock", "--filter", "brand=Bolt", "--min-price", "50",
+               "--max-price", "100"]  # fmt: skip
+    done = run(
+        ["search", "leather", "--image", "img/bag-1.png", *filters, "--json"], home=shop / "home", cwd=shop
+    )
+    assert [hit["id"] for hit in json.loads(done.stdout)["results"]] == ["shoe-2"]
+
+
+def test_info_json(shop: Path, tiny_clip_dir: Path) -> None:
+    data = json.loads(run(["info", "--json"], home=shop / "home", cwd=shop).stdout)
+    assert data["collection"] == "products"
+    assert data["count"] == len(ROWS)
+    assert data["model"] == build_encoder(EmbedSettings(), str(tiny_clip_dir)).name
+    assert data["dim"] == 32
+    assert data["store"]["location"] == str(shop / "home" / "store")
+    assert data["last_job"]["status"] == "done"
+    assert data["last_job"]["indexed"] == len(ROWS)
+    text = run(["info"], home=shop / "home", cwd=shop).stdout
+    assert "products     4" in text
+
+
+def test_bad_queries_exit_2_with_the_reason(shop: Path) -> None:
+    (shop / "notes.txt").write_text("not a picture", encoding="utf-8")
+    cases = [
+        ([], "give a query text"),
+        (["shoe", "--limit", "0"], "limit: Input should be greater than or equal to 1"),
+        (["--image", "notes.txt"], "not an image"),
+    ]
+    for args, reason in cases:
+        done = run(["search", *args], home=shop / "home", cwd=shop, check=2)
+        assert reason in done.stderr, (args, done.stderr)
+
+
+def test_another_model_is_an_encoder_mismatch(shop: Path) -> None:
+    done = run(
+        ["search", "shoe", "--model", "open_clip:ViT-B-32/random"], home=shop / "home", cwd=shop, check=1
+    )
+    assert "open_clip:ViT-B-32/random" in done.stderr and "local-dir:" in done.stderr
+
+
+def test_an_empty_home_says_to_index_first(tmp_path: Path) -> None:
+    for args in (["search", "shoe"], ["info"]):
+        done = run(args, home=tmp_path / "home", cwd=tmp_path, check=1)
+        assert "run `vitrine index CATALOG` first" in done.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_answers_over_http_and_stops_cleanly(shop: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "VITRINE_HOME": str(shop / "home")}
+    server = subprocess.Popen(
+        [VITRINE, "serve", "--port", str(port)],
+        cwd=shop,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            while True:
+                assert server.poll() is None, server.communicate()[0]
+                try:
+                    if http.get("/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "vitrine serve never became ready"
+                time.sleep(0.2)
+            assert http.get("/health").json() == {"status": "ok"}
+            results = http.get("/search", params={"q": "red running shoe"}).json()["results"]
+            assert {hit["id"] for hit in results} == {row["id"] for row in ROWS}
+            upload = {"file": ("s.png", (shop / "img" / "hat-1.png").read_bytes(), "image/png")}
+            by_image = http.post("/search/image", files=upload, params={"w_image": 1, "w_text": 0}).json()
+            assert by_image["results"][0]["id"] == "hat-1"
+            assert http.get("/products/bag-1").json()["brand"] == "Acme"
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    assert server.returncode == 0, output

@@ -1,0 +1,214 @@
+"""SearchService over the real stores (embedded qdrant-edge and qdrant-client local mode).
+
+Points are written directly with hand-made vectors at known cosines to the encoder's query vector, so the
+expected order and scores are known exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import EncoderMismatch, NotFound
+from common.settings import EmbedSettings, SearchSettings, Settings
+from embed import Encoder, build_encoder
+from search.encode import encode_query
+from search.query import SearchRequest
+from search.service import SearchService
+from store.factory import open_store
+from store.protocol import IMAGE, STATE_KEY, TEXT, PointWrite, VectorStore
+
+COLLECTION = "products"
+QUERY = "red running shoe"
+# product -> (image cosine or None, text cosine, payload)
+PRODUCTS: dict[str, tuple[float | None, float, dict[str, object]]] = {
+    "a": (
+        0.9,
+        0.1,
+        {
+            "title": "A",
+            "category": "shoes",
+            "brand": "Acme",
+            "price": 50.0,
+            "in_stock": True,
+            "currency": "EUR",
+        },
+    ),
+    "b": (0.2, 0.95, {"title": "B", "category": "shoes", "brand": "Bolt", "price": 80.0, "in_stock": False}),
+    "c": (0.45, 0.45, {"title": "C", "category": "bags", "brand": "Acme", "price": 20.0, "in_stock": True}),
+    "d": (
+        None,
+        0.9,
+        {
+            "title": "D",
+            "category": "bags",
+            "brand": "Bolt",
+            "price": 35.0,
+            "in_stock": True,
+            "attributes": {"color": "red"},
+        },
+    ),
+    "e": (-0.3, -0.2, {"title": "E", "category": "shoes", "brand": "Acme", "price": 10.0, "in_stock": True}),
+}
+DEFAULT_ORDER = ["a", "b", "c", "d", "e"]  # 0.58, 0.50, 0.45, 0.36, -0.26 with weights 0.6 / 0.4
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_clip_dir: Path) -> Encoder:
+    built = build_encoder(EmbedSettings(), str(tiny_clip_dir))
+    built.load()
+    return built
+
+
+def at_cosine(query: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    """A unit vector whose cosine to ``query`` is exactly ``cosine``."""
+    q = query / np.linalg.norm(query)
+    other = np.random.default_rng(seed).normal(size=q.shape)
+    other -= (other @ q) * q
+    other /= np.linalg.norm(other)
+    out: np.ndarray = (cosine * q + np.sqrt(1 - cosine**2) * other).astype(np.float32)
+    return out
+
+
+BACKENDS = ["embedded", "qdrant-client"]
+
+
+def open_backend(kind: str, home: Path) -> VectorStore:
+    return open_store(Settings(home=home, store={"url": None if kind == "embedded" else ":memory:"}))
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    """An empty store of each backend."""
+    opened = open_backend(request.param, tmp_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def filled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, encoder: Encoder
+) -> Iterator[VectorStore]:
+    """A store of each backend holding `PRODUCTS` (read-only: shared by the module's tests)."""
+    store = open_backend(request.param, tmp_path_factory.mktemp("filled"))
+    store.ensure_collection(COLLECTION, encoder=encoder.name, dim=encoder.dim)
+    q = encode_query(encoder, text=QUERY, image=None)
+    points = []
+    for n, (pid, (image, text, payload)) in enumerate(PRODUCTS.items()):
+        vectors = {TEXT: at_cosine(q, text, seed=2 * n)}
+        if image is not None:
+            vectors[IMAGE] = at_cosine(q, image, seed=2 * n + 1)
+        points.append(
+            PointWrite(product_id=pid, payload={"id": pid, **payload, STATE_KEY: {"h": "x"}}, vectors=vectors)
+        )
+    store.upsert(COLLECTION, points)
+    yield store
+    store.close()
+
+
+def service(store: VectorStore, encoder: Encoder, **settings: object) -> SearchService:
+    return SearchService(
+        encoder=encoder, store=store, settings=SearchSettings(**settings), collection=COLLECTION
+    )
+
+
+def test_text_search_fuses_both_indices_with_exact_scores(filled: VectorStore, encoder: Encoder) -> None:
+    response = service(filled, encoder).search(SearchRequest(q=QUERY))
+    assert [hit.id for hit in response.results] == DEFAULT_ORDER
+    for hit in response.results:
+        image, text, _ = PRODUCTS[hit.id]
+        assert hit.scores.text == pytest.approx(text, abs=1e-4)
+        if image is None:
+            assert hit.scores.image is None
+            assert hit.score == pytest.approx(0.4 * text, abs=1e-4)
+        else:
+            assert hit.scores.image == pytest.approx(image, abs=1e-4)
+            assert hit.score == pytest.approx(0.6 * image + 0.4 * text, abs=1e-4)
+    assert response.total_candidates == 5
+    assert response.weights.image == 0.6 and response.weights.text == 0.4
+    assert response.took_ms >= 0
+
+
+def test_a_product_outside_one_top_k_still_gets_its_real_score_there(
+    filled: VectorStore, encoder: Encoder
+) -> None:
+    response = service(filled, encoder, candidates=2).search(SearchRequest(q=QUERY, limit=2))
+    # K = 2: image top 2 is {a, c}, text top 2 is {b, d}; e is in neither
+    assert response.total_candidates == 4
+    assert [hit.id for hit in response.results] == ["a", "b"]
+    a, b = response.results
+    assert b.scores.image == pytest.approx(0.2, abs=1e-4)  # b was found by the text index only
+    assert a.scores.text == pytest.approx(0.1, abs=1e-4)  # a was found by the image index only
+    assert b.score == pytest.approx(0.6 * 0.2 + 0.4 * 0.95, abs=1e-4)
+
+
+def test_per_request_weights(filled: VectorStore, encoder: Encoder) -> None:
+    svc = service(filled, encoder)
+    text_only = svc.search(SearchRequest(q=QUERY, w_image=0, w_text=1))
+    assert [hit.id for hit in text_only.results] == ["b", "d", "c", "a", "e"]
+    image_only = svc.search(SearchRequest(q=QUERY, w_image=1, w_text=0))
+    assert [hit.id for hit in image_only.results] == ["a", "c", "b", "e"]  # d has no image vector
+
+
+def test_pages_reach_past_the_candidate_count(filled: VectorStore, encoder: Encoder) -> None:
+    svc = service(filled, encoder, candidates=2)
+    assert [hit.id for hit in svc.search(SearchRequest(q=QUERY, offset=1, limit=2)).results] == ["b", "c"]
+    deep = svc.search(SearchRequest(q=QUERY, offset=3, limit=2))  # K = offset + limit = 5
+    assert [hit.id for hit in deep.results] == ["d", "e"]
+    assert deep.offset == 3 and deep.limit == 2
+    assert svc.search(SearchRequest(q=QUERY, offset=10, limit=2)).results == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"category": "shoes"}, ["a", "b", "e"]),
+        ({"brand": "Acme", "in_stock": True}, ["a", "c", "e"]),
+        ({"in_stock": False}, ["b"]),
+        ({"min_price": 20, "max_price": 50}, ["a", "c", "d"]),
+        ({"filters": {"currency": "EUR"}}, ["a"]),
+        ({"filters": {"attributes.color": "red"}}, ["d"]),
+        ({"filters": {"price": 80}}, ["b"]),
+        ({"category": "shoes", "filters": {"category": "bags"}}, []),
+    ],
+)
+def test_filters(
+    filled: VectorStore, encoder: Encoder, fields: dict[str, object], expected: list[str]
+) -> None:
+    response = service(filled, encoder).search(SearchRequest(q=QUERY, **fields))
+    assert [hit.id for hit in response.results] == expected
+
+
+def test_results_and_products_hide_bookkeeping(filled: VectorStore, encoder: Encoder) -> None:
+    svc = service(filled, encoder)
+    hit = svc.search(SearchRequest(q=QUERY, limit=1)).results[0]
+    assert hit.product.model_dump(exclude_unset=True) == {"id": "a", **PRODUCTS["a"][2]}
+    product = svc.get_product("d")
+    assert product == {"id": "d", **PRODUCTS["d"][2]}
+    assert STATE_KEY not in product
+    with pytest.raises(NotFound, match="product 'zzz' is not in collection 'products'"):
+        svc.get_product("zzz")
+
+
+def test_a_ready_vector_can_be_searched(filled: VectorStore, encoder: Encoder) -> None:
+    q = encode_query(encoder, text=QUERY, image=None)
+    response = service(filled, encoder).search_vector(vector=q * 3.0, request=SearchRequest(q="ignored"))
+    assert [hit.id for hit in response.results] == DEFAULT_ORDER
+    with pytest.raises(ValueError, match="expected a non-zero vector of size 32"):
+        service(filled, encoder).search_vector(vector=np.ones(3, np.float32), request=SearchRequest(q="x"))
+
+
+def test_a_collection_built_by_another_encoder_is_refused(store: VectorStore, encoder: Encoder) -> None:
+    store.ensure_collection(COLLECTION, encoder="open_clip:ViT-B-32/laion2b_s34b_b79k", dim=encoder.dim)
+    with pytest.raises(EncoderMismatch) as caught:
+        service(store, encoder)
+    assert "open_clip:ViT-B-32/laion2b_s34b_b79k" in str(caught.value)
+    assert encoder.name in str(caught.value)
+
+
+def test_a_missing_collection_is_not_found(store: VectorStore, encoder: Encoder) -> None:
+    with pytest.raises(NotFound):
+        service(store, encoder)
