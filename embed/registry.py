@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from common.errors import ConfigError
+from common.errors import ConfigError, ModelNotFound
 from common.settings import EmbedSettings
 from embed.protocol import Encoder
 
@@ -56,6 +56,7 @@ def parse_model_name(name: str) -> tuple[str, str]:
 
     Raises:
         ConfigError: the name matches no backend.
+        ModelNotFound: the name is a path (starts with ``/``, ``~`` or ``.``) to no existing folder.
     """
     name = name.strip()
     prefix, sep, rest = name.partition(":")
@@ -68,8 +69,15 @@ def parse_model_name(name: str) -> tuple[str, str]:
         return _from_directory(path.resolve())
     if path.is_file() and path.name == "vitrine_encoder.json":
         return "demo", str(path.parent.resolve())
+    if name.startswith(("/", "~", ".")):
+        raise ModelNotFound(f"encoder folder {str(path.resolve())!r} (from {name!r}) was not found; expected "
+                            "a folder holding open_clip_config.json, config.json or vitrine_encoder.json, or "
+                            "a name such as 'hf:ORG/NAME' or 'open_clip:ARCH/TAG'")
+    did_you_mean = ""
+    if not sep and name.count("/") == 1:
+        did_you_mean = f"; did you mean 'hf:{name}' or 'open_clip:hf-hub:{name}'?"
     raise ConfigError(
-        f"unknown encoder {name!r}; known: {known_backends()} (as 'open_clip:ARCH/TAG', "
+        f"unknown encoder {name!r}{did_you_mean}; known: {known_backends()} (as 'open_clip:ARCH/TAG', "
         "'open_clip:hf-hub:ORG/NAME', 'hf:ORG/NAME', 'hf:/local/dir', 'demo') or an existing model folder"
     )
 
@@ -79,6 +87,7 @@ def build_encoder(settings: EmbedSettings, model: str | None = None) -> Encoder:
 
     Raises:
         ConfigError: the name matches no backend, or its spec is malformed.
+        ModelNotFound: the name is a path to no existing folder.
     """
     backend, spec = parse_model_name(model or settings.model)
     return _factory(backend)(spec, settings)
