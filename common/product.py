@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _POINT_NAMESPACE = uuid.UUID("6f1c1f1e-9a57-4c4e-8f3a-7f0d2b9e5a11")
 
 MAX_ID_LENGTH = 512
+RESERVED_FIELD = "_vitrine"
+"""Payload key Vitrine keeps its own bookkeeping under; a catalog may not use it."""
+_TEXT_FIELDS = ("title", "description", "category", "brand", "currency", "url", "image")
 _TRUE = {"true", "1", "yes", "y", "t", "in stock", "instock"}
 _FALSE = {"false", "0", "no", "n", "f", "out of stock", "outofstock"}
 
@@ -56,8 +59,17 @@ class Product(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _blank_is_absent(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
+        if not isinstance(data, dict):
+            return data
+        if RESERVED_FIELD in data:
+            raise ValueError(f"field {RESERVED_FIELD!r} is reserved for Vitrine's own bookkeeping; rename it")
+        data = {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
+        if data.get("id") is None:
+            raise ValueError("id is required: expected a non-empty string or integer")
+        for name in _TEXT_FIELDS:  # numbers in text fields (a JSON title of 42, a numeric brand) become text
+            value = data.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                data[name] = str(value)
         return data
 
     @field_validator("id", mode="before")

@@ -76,7 +76,8 @@ class IndexerSettings(_Group):
     """Catalog ingestion."""
 
     workers: int = Field(default_factory=lambda: max(1, min(8, (os.cpu_count() or 2) - 1)), ge=0, le=256,
-                         description="Worker processes that fetch, decode and preprocess images (0: in-process).")
+                         description="Worker processes that fetch, decode and preprocess images (default: CPU "
+                         "cores - 1, between 1 and 8; 0: in the main process).")
     batch_size: int = Field(64, ge=1, le=8192, description="Products per embedding and upsert batch.")
     fetch_timeout_s: float = Field(10.0, gt=0, le=600, description="Timeout of one image download, seconds.")
     fetch_retries: int = Field(3, ge=0, le=20, description="Retries of a failed download (with backoff).")
@@ -99,8 +100,8 @@ class SearchSettings(_Group):
 class ApiSettings(_Group):
     """The HTTP service."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="Address `vitrine serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `vitrine serve` listens on.")
     max_upload_bytes: int = Field(10_000_000, ge=1024, description="Largest uploaded image, bytes.")
 
 
@@ -115,7 +116,7 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(Path(".vitrine"), description="Folder of the embedded index and job state.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
     embed: EmbedSettings = EmbedSettings()
     store: StoreSettings = StoreSettings()
     indexer: IndexerSettings = IndexerSettings()

@@ -1,1 +1,7 @@
-"""Catalog ingestion: readers, image fetching and decoding, the batch pipeline, incremental state."""
+"""Catalog ingestion: read -> validate -> fetch + decode + preprocess (worker processes) -> embed -> upsert.
+
+Modules: `readers` (JSON Lines, CSV, Parquet; validation), `fetch` (local paths confined to allowed
+folders, http(s) with retries and limits), `worker` (image preparation in worker processes), `state`
+(content hashes for incremental runs), `stages` (the reader, embedder and writer stages), `report`
+(rejected-rows report, summary, job record) and `pipeline` (`index_catalog`, the entry point).
+"""

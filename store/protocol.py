@@ -15,12 +15,14 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from common.product import RESERVED_FIELD
+
 IMAGE = "image"
 TEXT = "text"
 VECTOR_NAMES = (IMAGE, TEXT)
 
 # Payload key under which Vitrine keeps its own bookkeeping (content hashes); never shown to users.
-STATE_KEY = "_vitrine"
+STATE_KEY = RESERVED_FIELD
 
 Scalar = str | int | float | bool
 

@@ -26,7 +26,7 @@ def save_tiny_open_clip(folder: Path, *, seed: int = 0) -> Path:
         json.dumps({"model_cfg": TINY_OPEN_CLIP_CFG, "preprocess_cfg": {}}), encoding="utf-8"
     )
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)  # type: ignore[arg-type]
+    model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
 

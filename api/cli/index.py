@@ -1,0 +1,79 @@
+"""``vitrine index``: index a catalog file (JSON Lines, CSV or Parquet) into the store.
+
+A thin wrapper over `indexer.pipeline.index_catalog`; exit status 0 when every row was indexed, updated or
+unchanged, 3 when some rows were rejected (they are in the report), 1 or 2 for a fatal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common.settings import Settings
+from embed import build_encoder
+from indexer.pipeline import IndexSummary, index_catalog
+from store.factory import open_store
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``index`` subcommand."""
+    parser = subparsers.add_parser(
+        "index", help="index a catalog (JSONL, CSV or Parquet)",
+        description="Index a catalog into the collection: embeds each product's image and text, skips "
+                    "products whose text and image are unchanged since the last run, and reports rejected "
+                    "rows (one JSON object per line: line, id, reason). Exit status 3 when some rows were "
+                    "rejected. Safe to interrupt and re-run.",
+    )
+    parser.add_argument("catalog", type=Path, metavar="CATALOG",
+                        help="catalog file: .jsonl/.ndjson, .csv/.tsv (optionally .gz) or .parquet")
+    parser.add_argument("--model", help="encoder name (default: settings embed.model)")
+    parser.add_argument("--collection", help="collection to write (default: settings store.collection)")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="where to write rejected rows (default: a file in VITRINE_HOME/jobs)")
+    parser.add_argument("--prune", action="store_true",
+                        help="delete products of the collection that are no longer in the catalog")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run)
+
+
+def format_summary(summary: IndexSummary) -> str:
+    """The summary as a small table."""
+    rows = [
+        ("collection", summary.collection),
+        ("rows", str(summary.rows)),
+        ("indexed", str(summary.indexed)),
+        ("updated", str(summary.updated)),
+        ("unchanged", str(summary.unchanged)),
+        ("rejected", str(summary.rejected)),
+        ("pruned", str(summary.pruned)),
+        ("seconds", f"{summary.seconds:.1f}"),
+        ("rate", f"{summary.rate:.1f} rows/s"),
+    ]
+    if summary.report is not None:
+        rows.append(("report", str(summary.report)))
+    width = max(len(key) for key, _ in rows)
+    lines = [f"{key:<{width}}  {value}" for key, value in rows]
+    lines += [f"note: {note}" for note in summary.notes]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Index ``args.catalog``; print the summary; return its exit code."""
+    encoder = build_encoder(settings.embed, args.model)
+    store = open_store(settings)
+    try:
+        summary = index_catalog(args.catalog, settings=settings, encoder=encoder, store=store,
+                                collection=args.collection, report=args.report, prune=args.prune,
+                                progress=args.progress)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(format_summary(summary))
+        if summary.rejected:
+            print(f"{summary.rejected} row(s) rejected: see {summary.report}", file=sys.stderr)
+    return summary.exit_code

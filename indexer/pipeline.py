@@ -1,0 +1,200 @@
+"""`index_catalog`: index a catalog file into a collection, incrementally, resumably, with a report.
+
+The job runs the stages of `indexer.stages` with a window of batches in flight: while the model embeds
+batch *i* in this process, worker processes fetch, decode and preprocess the images of batches *i+1* and
+*i+2*. Per-batch read/image-wait/inference/write times are logged at DEBUG; their totals are in the summary.
+
+Crash safety (``kill -9`` at any moment, then the same command again):
+
+* a product is written by one idempotent upsert (point id = UUID5 of the product id) that carries its
+  vectors, its payload and the hashes of what the vectors were embedded from; a payload-only change is
+  one payload write that keeps the vectors and their hashes. So whatever was written before the crash is
+  complete and consistent, and is found ``unchanged`` on the re-run; the rest is indexed then. Nothing is
+  duplicated (same point ids) and nothing is lost (nothing is deleted before the whole catalog is done).
+* ``prune`` runs only after every row was read and written without a fatal error, and never deletes an
+  id that a rejected row names; if some rejected rows have no readable id at all, pruning is skipped (a
+  mangled line may be a product that still exists), and the summary says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from pathlib import Path
+
+from tqdm import tqdm
+
+from common.errors import VitrineError
+from common.settings import Settings
+from embed.protocol import Encoder
+from indexer.fetch import FetchConfig
+from indexer.readers import catalog_format
+from indexer.report import IndexSummary, JobRecord, RejectReport
+from indexer.stages import CatalogReader, Embedder, PendingBatch, Writer
+from indexer.state import load_state
+from indexer.worker import ImagePreparer, WorkerConfig
+from store.protocol import VectorStore
+
+__all__ = ["IndexSummary", "index_catalog"]
+
+logger = logging.getLogger(__name__)
+
+PREFETCH_BATCHES = 2
+"""Batches whose images are prepared ahead of the one the model is working on."""
+PRUNE_CHUNK = 1000
+
+
+def _count_rows(catalog: Path) -> int | None:
+    """A quick estimate of the number of rows, for the progress bar (None when unknown)."""
+    try:
+        kind = catalog_format(catalog)
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(catalog).metadata.num_rows)
+        if catalog.name.endswith(".gz"):
+            return None
+        with catalog.open("rb") as file:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
+        return max(0, lines - 1) if kind == "csv" else lines
+    except (OSError, VitrineError, ValueError):
+        return None
+
+
+def index_catalog(
+    catalog: Path,
+    *,
+    settings: Settings,
+    encoder: Encoder,
+    store: VectorStore,
+    collection: str | None = None,
+    report: Path | None = None,
+    prune: bool = False,
+    progress: bool = True,
+) -> IndexSummary:
+    """Index ``catalog`` (JSON Lines, CSV or Parquet) into ``collection``.
+
+    Args:
+        catalog: the catalog file; relative image paths start from its folder.
+        settings: indexer limits and workers, jobs folder, default collection.
+        encoder: the model; the collection must have been built by the same one (or be new).
+        store: where the products go.
+        collection: the collection alias (default ``settings.store.collection``).
+        report: where to write rejected rows (default: a file under ``settings.jobs_dir``, written only when
+            some row is rejected). An explicit file is always (re)written.
+        prune: delete stored products whose id is not in the catalog, once the whole catalog is done.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The counts, times and report path of the job.
+
+    Raises:
+        NotFound: the catalog does not exist.
+        InvalidInput: the catalog cannot be read at all (unsupported type, bad CSV header, not Parquet).
+        EncoderMismatch: the collection was built by another encoder.
+        VitrineError: the store or the model failed; the job stops (re-run it to resume).
+    """
+    started = time.perf_counter()
+    catalog = catalog.resolve()
+    name = collection or settings.store.collection
+    catalog_format(catalog)  # unsupported suffix: fail before loading the model
+    job = JobRecord(settings.jobs_dir, collection=name, catalog=catalog)
+    report_path = report or settings.jobs_dir / f"index-{name}-{job.stamp}.rejected.jsonl"
+    job.write("running")
+    try:
+        summary = _run(catalog, name=name, settings=settings, encoder=encoder, store=store, job=job,
+                       report=RejectReport(report_path, eager=report is not None), prune=prune,
+                       progress=progress, started=started)
+    except BaseException as e:
+        job.write("failed", error=f"{type(e).__name__}: {e}", seconds=round(time.perf_counter() - started, 3))
+        raise
+    job.write("done", **summary.as_dict())
+    logger.info("indexed %s into %r: %d rows, %d indexed, %d updated, %d unchanged, %d rejected, %d pruned "
+                "in %.1f s (%.1f rows/s)", catalog.name, name, summary.rows, summary.indexed, summary.updated,
+                summary.unchanged, summary.rejected, summary.pruned, summary.seconds, summary.rate)
+    return summary
+
+
+def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, store: VectorStore,
+         job: JobRecord, report: RejectReport, prune: bool, progress: bool, started: float) -> IndexSummary:
+    timings = dict.fromkeys(("setup", "state", "read", "images", "inference", "write", "prune", "optimize"), 0.0)
+    options = settings.indexer
+    with report, ImagePreparer(workers=options.workers) as preparer, \
+            tqdm(total=_count_rows(catalog), unit="row", desc=f"indexing {catalog.name}",
+                 disable=not progress, dynamic_ncols=True) as bar:
+        start = time.perf_counter()  # the workers start meanwhile
+        encoder.load()
+        store.ensure_collection(name, encoder=encoder.name, dim=encoder.dim)
+        timings["setup"] = time.perf_counter() - start
+        start = time.perf_counter()
+        state = load_state(store, name)
+        timings["state"] = time.perf_counter() - start
+        reader = CatalogReader(catalog, encoder=encoder.name, state=state, batch_size=options.batch_size)
+        preparer.configure(WorkerConfig(fetch=FetchConfig.from_settings(options, base_dir=catalog.parent),
+                                        transform=encoder.image_transform, encoder=encoder.name,
+                                        max_pixels=options.max_image_pixels, draft_size=encoder.image_size))
+        embedder = Embedder(encoder=encoder, store=store, collection=name, preparer=preparer,
+                            chunks=options.workers)
+        writer = Writer(store=store, collection=name, report=report)
+        batches = reader.batches()
+        pending: deque[PendingBatch] = deque()
+
+        def fill() -> None:
+            while len(pending) <= PREFETCH_BATCHES:
+                start = time.perf_counter()
+                batch = next(batches, None)
+                timings["read"] += time.perf_counter() - start
+                if batch is None:
+                    return
+                pending.append(embedder.submit(batch))
+
+        fill()
+        while pending:
+            current = pending.popleft()
+            fill()
+            embedded = embedder.finish(current)
+            writer.write(embedded)
+            for key in ("images", "inference", "write"):
+                timings[key] += embedded.timings.get(key, 0.0)
+            logger.debug("batch %d: %d rows (read %.3f s), %d embedded, %d payload updates, %d unchanged, "
+                         "%d rejected; waited %.3f s for images, inference %.3f s, write %.3f s",
+                         embedded.index, embedded.rows, current.batch.read_s, len(embedded.points),
+                         len(embedded.payloads), embedded.unchanged, len(embedded.rejected),
+                         embedded.timings["images"], embedded.timings["inference"], embedded.timings["write"])
+            bar.update(embedded.rows)
+            bar.set_postfix(indexed=writer.indexed, rejected=writer.rejected, refresh=False)
+        if not bar.disable and bar.total != bar.n:  # the estimate counted blank lines or CSV record lines
+            bar.total = bar.n
+            bar.refresh()
+
+    notes: list[str] = []
+    pruned = 0
+    if prune:
+        start = time.perf_counter()
+        pruned = _prune(store, name, stale=[pid for pid in state if pid not in reader.seen],
+                        anonymous=reader.anonymous_rejects, notes=notes)
+        timings["prune"] = time.perf_counter() - start
+    if writer.indexed or pruned:  # build the vector indexes now, not on the first searches
+        start = time.perf_counter()
+        store.optimize(name)
+        timings["optimize"] = time.perf_counter() - start
+    return IndexSummary(collection=name, rows=writer.rows, indexed=writer.indexed, updated=writer.updated,
+                        unchanged=writer.unchanged, rejected=writer.rejected, pruned=pruned,
+                        seconds=time.perf_counter() - started, report=report.path if report.written else None,
+                        timings=timings, notes=tuple(notes))
+
+
+def _prune(store: VectorStore, name: str, *, stale: list[str], anonymous: int, notes: list[str]) -> int:
+    if anonymous:
+        note = (f"pruning skipped: {anonymous} rejected row(s) have no readable id, so products that may "
+                f"still be in the catalog cannot be told from removed ones ({len(stale)} stored product(s) "
+                "are not in the catalog); fix those rows and run again")
+        logger.warning(note)
+        notes.append(note)
+        return 0
+    for start in range(0, len(stale), PRUNE_CHUNK):
+        store.delete(name, stale[start : start + PRUNE_CHUNK])
+    if stale:
+        logger.info("pruned %d products no longer in the catalog from %r", len(stale), name)
+    return len(stale)

@@ -1,0 +1,78 @@
+"""Incremental state: the content hashes kept with every indexed product.
+
+Each point's payload holds, under `store.protocol.STATE_KEY`::
+
+    {"v": 1, "text": sha256(encoder name, embedding text) or null,
+             "image": sha256(encoder name, image file bytes) or null,
+             "payload": sha256(canonical JSON of the product)}
+
+The text and image hashes describe the vectors stored in the same point: they are only ever written in
+the same store operation as those vectors (or as a payload update that keeps both the vectors and these
+two hashes), so after a crash at any moment a hash never vouches for a vector that is not there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from store.protocol import STATE_KEY, VectorStore
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+def text_hash(text: str, *, encoder: str) -> str | None:
+    """Hash of the text a product's text vector is embedded from; None when there is no text."""
+    if not text:
+        return None
+    digest = hashlib.sha256(encoder.encode() + b"\0" + text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def image_hash(data: bytes, *, encoder: str) -> str:
+    """Hash of the image file a product's image vector is embedded from."""
+    return hashlib.sha256(encoder.encode() + b"\0" + data).hexdigest()
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    """Hash of a product's payload (canonical JSON: sorted keys, no whitespace)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ContentHashes:
+    """What a stored product was built from."""
+
+    text: str | None
+    image: str | None
+    payload: str
+
+    def as_payload(self) -> dict[str, Any]:
+        """The value stored under `STATE_KEY`."""
+        return {"v": STATE_VERSION, "text": self.text, "image": self.image, "payload": self.payload}
+
+    @classmethod
+    def from_payload(cls, value: Any) -> ContentHashes | None:
+        """Read a value written by `as_payload`; None when absent or not understood (product redone)."""
+        if not isinstance(value, Mapping) or value.get("v") != STATE_VERSION:
+            return None
+        text, image, payload = value.get("text"), value.get("image"), value.get("payload")
+        if not isinstance(payload, str) or not all(v is None or isinstance(v, str) for v in (text, image)):
+            return None
+        return cls(text=text, image=image, payload=payload)
+
+
+def load_state(store: VectorStore, collection: str) -> dict[str, ContentHashes | None]:
+    """Product id -> stored hashes (None for a product without readable state) of every stored product."""
+    state: dict[str, ContentHashes | None] = {}
+    for point in store.scroll(collection, fields=["id", STATE_KEY]):
+        state[point.product_id] = ContentHashes.from_payload(point.payload.get(STATE_KEY))
+    logger.debug("loaded the state of %d products of %r", len(state), collection)
+    return state

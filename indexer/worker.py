@@ -1,0 +1,333 @@
+"""Image preparation (fetch -> hash -> decode -> model preprocessing), in worker processes.
+
+`ImagePreparer` is the main process's handle: it starts the worker processes at once (``spawn`` context:
+never ``fork`` a process in which torch may already run threads) so that they warm up while the model
+loads; `submit` hands a chunk of `ImageTask` to them and returns a future of `ImageResult`. While they
+are still starting, chunks run on a thread of this process (and the workers take over the ones it has not
+started); with ``workers=0``, chunks run in this process when their result is asked for.
+
+In each worker, `init_worker` watches the parent (a worker exits when its job is killed), lowers its CPU
+priority and limits torch to one thread (the model in the main process owns the cores); `prepare_chunk`
+fetches the chunk's images (URLs concurrently, in threads), hashes the bytes and, unless they hash to the
+task's ``expected_hash`` (the image is unchanged and its stored vector still holds), decodes and
+preprocesses them into float32 (3, H, W) arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from common.errors import VitrineError
+from common.images import decode_image
+from embed.protocol import ImageTransform
+from indexer.fetch import FetchConfig, ImageFetcher, is_url
+from indexer.state import image_hash
+
+logger = logging.getLogger(__name__)
+
+FETCH_THREADS = 8
+"""Concurrent downloads per worker (only URLs use them; local files are read in turn)."""
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to prepare."""
+
+    key: int
+    """The caller's handle on the result (its position in the batch)."""
+    ref: str
+    expected_hash: str | None = None
+    """Hash of the stored version: when the bytes hash the same, decoding is skipped."""
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """A prepared image: pixels, or skipped as unchanged (``pixels`` None), or an error."""
+
+    key: int
+    hash: str | None = None
+    pixels: NDArray[np.float32] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    """Time spent fetching, decoding and preprocessing it."""
+
+    @property
+    def unchanged(self) -> bool:
+        """The bytes hashed to the expected hash and were not decoded."""
+        return self.error is None and self.pixels is None
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What workers need (picklable)."""
+
+    fetch: FetchConfig
+    transform: ImageTransform
+    encoder: str
+    """Encoder name, mixed into image hashes."""
+    max_pixels: int
+    draft_size: int | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Identifies the job: workers build their fetcher once per token."""
+
+
+class _Context:
+    """The per-process tools of image preparation."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.fetcher = ImageFetcher(config.fetch)
+
+    def prepare(self, task: ImageTask, data: bytes | VitrineError) -> ImageResult:
+        start = time.perf_counter()
+        if isinstance(data, VitrineError):
+            return ImageResult(task.key, error=str(data))
+        digest = image_hash(data, encoder=self.config.encoder)
+        if task.expected_hash is not None and digest == task.expected_hash:
+            return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start)
+        try:
+            image = decode_image(data, max_pixels=self.config.max_pixels, source=task.ref,
+                                 draft_size=self.config.draft_size)
+            pixels = self.config.transform(image)
+        except VitrineError as e:
+            return ImageResult(task.key, hash=digest, error=str(e))
+        except Exception as e:  # a preprocessing failure on one image must not stop the job
+            logger.debug("preprocessing %s failed", task.ref, exc_info=True)
+            return ImageResult(task.key, hash=digest, error=f"{task.ref}: cannot preprocess the image "
+                                                             f"({type(e).__name__}: {e})")
+        return ImageResult(task.key, hash=digest, pixels=np.asarray(pixels, dtype=np.float32),
+                           seconds=time.perf_counter() - start)
+
+    def fetch(self, ref: str) -> bytes | VitrineError:
+        try:
+            return self.fetcher.fetch(ref)
+        except VitrineError as e:
+            return e
+
+    def prepare_chunk(self, tasks: Sequence[ImageTask]) -> list[ImageResult]:
+        start = time.perf_counter()
+        urls = sum(1 for task in tasks if is_url(task.ref))
+        if urls > 1:
+            with ThreadPoolExecutor(min(FETCH_THREADS, urls), thread_name_prefix="vitrine-fetch") as pool:
+                blobs = list(pool.map(self.fetch, [task.ref for task in tasks]))
+        else:
+            blobs = [self.fetch(task.ref) for task in tasks]
+        results = [self.prepare(task, data) for task, data in zip(tasks, blobs, strict=True)]
+        logger.debug("prepared %d images in %.3f s", len(tasks), time.perf_counter() - start)
+        return results
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+_CONTEXT: dict[str, _Context] = {}  # this worker process's context for the current job, by config token
+PARENT_POLL_S = 0.5
+WORKER_NICE = 5
+"""Workers run at a somewhat lower CPU priority: where the CPU is short (the model runs on it), the model
+goes first; workers still get enough to stay a few batches ahead (at nice 10 they fell behind on a busy
+2-core machine)."""
+WARM_MODULES = ("numpy", "PIL.Image", "torch", "torchvision.transforms")
+"""Imported by each worker as it starts, while the main process loads the model."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when its parent is gone (a ``kill -9`` of the job must not leave orphans behind)."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def init_worker() -> None:
+    """Pool initializer: watch the parent (exit when it dies), lower the priority, import the usual modules
+    of image transforms, and keep torch to one thread (the model in the main process owns the cores)."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="vitrine-parent-watch",
+                     daemon=True).start()
+    for module in WARM_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+    with contextlib.suppress(OSError):  # after the start-up imports, which should be quick
+        os.nice(WORKER_NICE)
+
+
+def warm_up() -> int:
+    """A no-op task that makes the pool start a worker process now; returns its pid."""
+    return os.getpid()
+
+
+def prepare_chunk(config: WorkerConfig, tasks: Sequence[ImageTask]) -> list[ImageResult]:
+    """Prepare ``tasks`` in this worker process (its fetcher is built on the job's first chunk)."""
+    context = _CONTEXT.get(config.token)
+    if context is None:
+        for old in _CONTEXT.values():
+            old.close()
+        _CONTEXT.clear()
+        context = _CONTEXT[config.token] = _Context(config)
+    return context.prepare_chunk(tasks)
+
+
+class ImageFuture(Protocol):
+    """The result of `ImagePreparer.submit` (a `concurrent.futures.Future`, or work deferred in-process)."""
+
+    def result(self, timeout: float | None = None) -> list[ImageResult]:
+        """The prepared images, one per task, in order."""
+        ...
+
+
+class _Deferred:
+    """A chunk prepared without the workers: in this process (a thread, or when asked for), unless the
+    workers, once up, take it before it started."""
+
+    def __init__(self, tasks: Sequence[ImageTask], group: int, local: Future[list[ImageResult]] | None,
+                 context: _Context, lock: threading.Lock) -> None:
+        self.tasks = list(tasks)
+        self.group = group
+        self.local = local
+        """The chunk queued on this process's start-up thread (None: prepared when asked for)."""
+        self.remote: Future[list[ImageResult]] | None = None
+        """The chunk handed over to the workers."""
+        self._context = context
+        self._lock = lock
+        self._result: list[ImageResult] | None = None
+
+    def result(self, timeout: float | None = None) -> list[ImageResult]:
+        if self.remote is None and self.local is not None:
+            try:
+                return self.local.result(timeout)
+            except CancelledError:  # handed over to the workers just now
+                with self._lock:  # taken while handing over: `remote` is set once it is free
+                    pass
+        if self.remote is not None:
+            return self.remote.result(timeout)
+        if self._result is None:
+            self._result = self._context.prepare_chunk(self.tasks)
+        return self._result
+
+
+class ImagePreparer:
+    """Runs image preparation in ``workers`` processes (0: in this process, when results are asked for).
+
+    The worker processes start at once (``spawn``) and warm up while the caller loads its model. Until they
+    are up, chunks go to a thread of this process (decoding releases the GIL, so it overlaps the model's
+    work on other batches or on texts); once they are up, they take every chunk that thread has not
+    started, except those of the oldest group (the batch the caller needs next). So a slow worker start
+    never holds the first batches back, and never leaves the workers idle either. Call `configure` before
+    `submit`. Use as a context manager; leaving it stops the workers (pending work is cancelled on error).
+    """
+
+    def __init__(self, *, workers: int) -> None:
+        self.workers = workers
+        self.lock = threading.Lock()
+        self._config: WorkerConfig | None = None
+        self._local: _Context | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._starting: ThreadPoolExecutor | None = None
+        self._ready = workers == 0
+        self._waiting: list[_Deferred] = []
+        if workers > 0:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
+            self._starting = ThreadPoolExecutor(1, thread_name_prefix="vitrine-images")
+            warming = [self._pool.submit(warm_up) for _ in range(workers)]
+            threading.Thread(target=self._hand_over, args=(self._pool, warming), name="vitrine-hand-over",
+                             daemon=True).start()
+
+    def __enter__(self) -> ImagePreparer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close(cancel=error is not None)
+
+    def _hand_over(self, pool: ProcessPoolExecutor, warming: list[Future[int]]) -> None:
+        """Once every worker is up, give them the waiting chunks that have not started here."""
+        start = time.perf_counter()
+        try:
+            pids = [future.result() for future in warming]
+        except BaseException as e:  # a worker that cannot start: everything runs in this process
+            if self._pool is None:  # closed meanwhile
+                return
+            logger.warning("image worker processes failed to start (%s); preparing images in-process", e)
+            return
+        handed = 0
+        with self.lock:
+            self._ready = True
+            waiting, self._waiting = self._waiting, []
+            next_group = min((chunk.group for chunk in waiting), default=None)  # the batch in the works
+            try:
+                for chunk in waiting:
+                    if chunk.group == next_group or self._config is None:
+                        continue
+                    if chunk.local is None or chunk.local.cancel():
+                        chunk.remote = pool.submit(prepare_chunk, self._config, chunk.tasks)
+                        handed += 1
+            except RuntimeError:  # the pool was shut down meanwhile
+                return
+        logger.debug("%d image worker(s) %s ready after %.2f s; %d waiting chunk(s) handed over", len(pids),
+                     pids, time.perf_counter() - start, handed)
+
+    def configure(self, config: WorkerConfig) -> None:
+        """Set what the coming chunks need (fetch limits, transform, encoder name)."""
+        if self._local is not None:
+            self._local.close()
+        self._config = config
+        self._local = _Context(config)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the worker processes are up (always true without workers)."""
+        return self._ready
+
+    def submit(self, tasks: Sequence[ImageTask], *, group: int = 0) -> ImageFuture:
+        """Start preparing ``tasks``: in a worker, or, while the workers start, in this process.
+
+        Args:
+            tasks: the images.
+            group: the caller's batch number (results are asked for in increasing group order).
+        """
+        if self._config is None or self._local is None:
+            raise RuntimeError("ImagePreparer.configure must be called before submit")
+        with self.lock:
+            if self._pool is not None and self._ready:
+                return self._pool.submit(prepare_chunk, self._config, list(tasks))
+            local = self._starting.submit(self._local.prepare_chunk, list(tasks)) if self._starting else None
+            chunk = _Deferred(tasks, group, local, self._local, self.lock)
+            if self._pool is not None:
+                self._waiting.append(chunk)
+            return chunk
+
+    def prepare_here(self, tasks: Sequence[ImageTask]) -> list[ImageResult]:
+        """Prepare ``tasks`` in this process now (for rare fallbacks)."""
+        if self._local is None:
+            raise RuntimeError("ImagePreparer.configure must be called before prepare_here")
+        return self._local.prepare_chunk(tasks)
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop the workers and close connections."""
+        if self._starting is not None:
+            self._starting.shutdown(wait=True, cancel_futures=cancel)
+            self._starting = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
+        if self._local is not None:
+            self._local.close()
