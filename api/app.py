@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.routes import health, products, search
-from api.state import Loader, ServiceState
+from api.state import RETRY_S, Loader, ServiceState
 from api.uploads import UploadLimitMiddleware
 from api.wiring import open_search
 from common.settings import Settings, load_settings
@@ -29,7 +29,11 @@ IMAGE_SEARCH_PATH = "/search/image"
 
 
 def create_app(
-    settings: Settings | None = None, *, model: str | None = None, loader: Loader | None = None
+    settings: Settings | None = None,
+    *,
+    model: str | None = None,
+    loader: Loader | None = None,
+    retry_s: float = RETRY_S,
 ) -> FastAPI:
     """Build the app; nothing is loaded until the server starts it (lifespan).
 
@@ -38,13 +42,15 @@ def create_app(
         model: an explicit encoder name, as ``--model`` (it must be the collection's).
         loader: builds the search components from the settings in the loading thread (default:
             `api.wiring.open_search`); tests hand in one that waits, to watch ``/ready`` go from 503 to 200.
+        retry_s: least time between attempts to load after a failure that can pass (no collection yet, store
+            busy or unreachable); see `api.state`.
     """
     settings = settings or load_settings()
     load: Loader = loader or functools.partial(open_search, model=model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = ServiceState(settings, load)
+        state = ServiceState(settings, load, retry_s=retry_s)
         app.state.vitrine = state
         state.start()
         try:

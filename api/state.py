@@ -3,17 +3,23 @@
 The app's lifespan starts `ServiceState.start`, which loads the store and the encoder in a daemon thread, so
 the server accepts connections at once: ``/health`` (liveness) answers immediately, ``/ready`` answers 503
 until loading is done (or 503 with the reason if it failed), and search routes answer 503 meanwhile.
+
+A load that failed for a reason that can pass (the collection does not exist yet, the embedded store is
+held by a running ``vitrine index``, the Qdrant server is unreachable) is tried again on the next request
+that asks for the service or for readiness, at most every ``retry_s`` seconds; so a server started before
+its catalog was indexed becomes ready once it is. A wrong model or missing weights are not retried.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 
 from api.wiring import Components
-from common.errors import BackendUnavailable, EncoderMismatch, VitrineError
+from common.errors import BackendUnavailable, EncoderMismatch, NotFound, VitrineError
 from common.settings import Settings
 from search.service import SearchService
 
@@ -24,6 +30,9 @@ Loader = Callable[[Settings], Components]
 """Builds the components from settings (`api.wiring.open_search` by default); runs in the loading thread."""
 
 CLOSE_WAIT_S = 10.0
+RETRY_S = 5.0
+RETRYABLE: tuple[type[VitrineError], ...] = (NotFound, BackendUnavailable)
+"""Failures to load that can pass without changing the settings (see the module's docstring)."""
 
 
 class ServiceState:
@@ -32,11 +41,14 @@ class ServiceState:
     Args:
         settings: passed to the loader.
         loader: builds the components (store opened, encoder loaded).
+        retry_s: least time between two attempts after a retryable failure.
     """
 
-    def __init__(self, settings: Settings, loader: Loader) -> None:
+    def __init__(self, settings: Settings, loader: Loader, *, retry_s: float = RETRY_S) -> None:
         self._settings = settings
         self._loader = loader
+        self._retry_s = retry_s
+        self._failed_at = 0.0
         self._lock = threading.Lock()
         self._status: Status = "loading"
         self._reason: str | None = None
@@ -49,8 +61,20 @@ class ServiceState:
         with self._lock:
             if self._thread is not None:
                 return
-            self._thread = threading.Thread(target=self._load, name="vitrine-load", daemon=True)
-            self._thread.start()
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        self._status = "loading"
+        self._thread = threading.Thread(target=self._load, name="vitrine-load", daemon=True)
+        self._thread.start()
+
+    def _retry_if_due(self) -> None:
+        """Load again if the last attempt failed for a retryable reason long enough ago."""
+        with self._lock:
+            if (self._status == "failed" and isinstance(self._failure, RETRYABLE)
+                    and time.monotonic() - self._failed_at >= self._retry_s):
+                logger.info("retrying to load the search service (last attempt: %s)", self._reason)
+                self._start_locked()
 
     def _load(self) -> None:
         try:
@@ -75,10 +99,12 @@ class ServiceState:
         with self._lock:
             if self._status != "closed":
                 self._status, self._reason, self._failure = "failed", reason, error
+                self._failed_at = time.monotonic()
 
     @property
     def status(self) -> Status:
-        """``loading``, ``ready``, ``failed`` or ``closed``."""
+        """``loading``, ``ready``, ``failed`` or ``closed`` (asking may start a due retry: then ``loading``)."""
+        self._retry_if_due()
         return self._status
 
     @property
@@ -95,6 +121,7 @@ class ServiceState:
             BackendUnavailable: still loading, failed to load, or shut down.
             EncoderMismatch: loading failed because the collection was built with another encoder.
         """
+        self._retry_if_due()
         with self._lock:
             status, components, failure, reason = self._status, self._components, self._failure, self._reason
         if status == "ready" and components is not None:

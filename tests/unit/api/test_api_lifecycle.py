@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -13,8 +14,9 @@ from api.deps import get_settings
 from api.wiring import Components, open_search, store_location
 from common.errors import StoreLocked
 from common.settings import Settings
+from embed.protocol import Encoder
 from store.factory import open_store
-from tests.unit.api.http_helpers import Catalog, running, wait_ready
+from tests.unit.api.http_helpers import Catalog, fill_store, running, wait_ready
 
 
 def test_health_answers_at_once_and_ready_is_503_until_loaded(catalog: Catalog) -> None:
@@ -68,6 +70,32 @@ def test_a_missing_collection_says_to_index_first(tmp_path: Path) -> None:
         response = http.get("/search", params={"q": "shoe"})
         assert response.status_code == 503
         assert "vitrine index" in response.json()["error"]["message"]
+
+
+def test_a_server_started_before_indexing_becomes_ready_once_indexed(
+    tmp_path: Path, tiny_encoder: Encoder
+) -> None:
+    settings = Settings(home=tmp_path)
+    app = create_app(settings, retry_s=0.2)
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert wait_ready(http, expect=503)["status"] == "failed"  # nothing indexed yet
+        fill_store(settings, tiny_encoder)  # the failed load released the embedded store
+        deadline = time.monotonic() + 60
+        while (response := http.get("/ready")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert response.status_code == 200, response.json()
+        assert http.get("/search", params={"q": "shoe"}).status_code == 200
+
+
+def test_a_wrong_model_is_not_retried(tmp_path: Path, tiny_clip_dir: Path) -> None:
+    store = open_store(Settings(home=tmp_path))
+    store.ensure_collection("products", encoder="open_clip:ViT-B-32/laion2b_s34b_b79k", dim=32)
+    store.close()
+    settings = Settings(home=tmp_path, embed={"model": str(tiny_clip_dir)})
+    with running(create_app(settings, retry_s=0.0)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert wait_ready(http, expect=503)["status"] == "failed"
+        time.sleep(0.3)
+        assert http.get("/ready").json()["status"] == "failed"  # no new attempt started
 
 
 def test_the_collections_encoder_is_used_when_the_model_is_not_set(catalog: Catalog) -> None:
