@@ -78,6 +78,9 @@ class IndexerSettings(_Group):
     workers: int = Field(default_factory=lambda: max(1, min(8, (os.cpu_count() or 2) - 1)), ge=0, le=256,
                          description="Worker processes that fetch, decode and preprocess images (default: CPU "
                          "cores - 1, between 1 and 8; 0: in the main process).")
+    worker_priority: Literal["idle", "low", "normal"] = Field(
+        "idle", description="CPU priority of image preparation: idle (only CPU the model leaves unused; "
+        "best on a machine of its own), low (nice 10; on machines shared with other busy jobs) or normal.")
     batch_size: int = Field(64, ge=1, le=8192, description="Products per embedding and upsert batch.")
     fetch_timeout_s: float = Field(10.0, gt=0, le=600, description="Timeout of one image download, seconds.")
     fetch_retries: int = Field(3, ge=0, le=20, description="Retries of a failed download (with backoff).")

@@ -120,7 +120,7 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
          job: JobRecord, report: RejectReport, prune: bool, progress: bool, started: float) -> IndexSummary:
     timings = dict.fromkeys(("setup", "state", "read", "images", "inference", "write", "prune", "optimize"), 0.0)
     options = settings.indexer
-    with report, ImagePreparer(workers=options.workers) as preparer, \
+    with report, ImagePreparer(workers=options.workers, priority=options.worker_priority) as preparer, \
             tqdm(total=_count_rows(catalog), unit="row", desc=f"indexing {catalog.name}",
                  disable=not progress, dynamic_ncols=True) as bar:
         start = time.perf_counter()  # the workers start meanwhile

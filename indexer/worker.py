@@ -138,10 +138,8 @@ class _Context:
 
 _CONTEXT: dict[str, _Context] = {}  # this worker process's context for the current job, by config token
 PARENT_POLL_S = 0.5
-WORKER_NICE = 5
-"""Workers run at a somewhat lower CPU priority: where the CPU is short (the model runs on it), the model
-goes first; workers still get enough to stay a few batches ahead (at nice 10 they fell behind on a busy
-2-core machine)."""
+LOW_NICE = 10
+"""The nice value of image preparation at priority ``low``."""
 WARM_MODULES = ("numpy", "PIL.Image", "torch", "torchvision.transforms")
 """Imported by each worker as it starts, while the main process loads the model."""
 
@@ -154,9 +152,32 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def init_worker() -> None:
-    """Pool initializer: watch the parent (exit when it dies), lower the priority, import the usual modules
+def lower_priority(priority: str) -> None:
+    """Lower the CPU priority of the calling thread (on Linux, priorities are per thread).
+
+    ``idle`` (SCHED_IDLE): image preparation runs only on CPU time the model leaves unused, so it never
+    slows the model's threads (on 2 cores, a decoder at normal priority halves a 2-thread forward pass);
+    when the model waits for images, they get the whole machine. ``low``: nice 10, for machines shared
+    with other busy jobs, where idle-priority work could starve. ``normal``: unchanged. Where SCHED_IDLE
+    does not exist, ``idle`` falls back to ``low``.
+    """
+    if priority == "normal":
+        return
+    if priority == "idle" and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_NICE)
+
+
+def init_worker(priority: str) -> None:
+    """Pool initializer: lower the priority first (`lower_priority`: even the start-up imports, seconds of
+    CPU for torch, must not slow the model), watch the parent (exit when it dies), import the usual modules
     of image transforms, and keep torch to one thread (the model in the main process owns the cores)."""
+    lower_priority(priority)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="vitrine-parent-watch",
                      daemon=True).start()
     for module in WARM_MODULES:
@@ -165,8 +186,6 @@ def init_worker() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
-    with contextlib.suppress(OSError):  # after the start-up imports, which should be quick
-        os.nice(WORKER_NICE)
 
 
 def warm_up() -> int:
@@ -234,7 +253,7 @@ class ImagePreparer:
     `submit`. Use as a context manager; leaving it stops the workers (pending work is cancelled on error).
     """
 
-    def __init__(self, *, workers: int) -> None:
+    def __init__(self, *, workers: int, priority: str = "idle") -> None:
         self.workers = workers
         self.lock = threading.Lock()
         self._config: WorkerConfig | None = None
@@ -245,8 +264,10 @@ class ImagePreparer:
         self._waiting: list[_Deferred] = []
         if workers > 0:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
-            self._starting = ThreadPoolExecutor(1, thread_name_prefix="vitrine-images")
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker,
+                                             initargs=(priority,))
+            self._starting = ThreadPoolExecutor(1, thread_name_prefix="vitrine-images", initializer=lower_priority,
+                                                initargs=(priority,))
             warming = [self._pool.submit(warm_up) for _ in range(workers)]
             threading.Thread(target=self._hand_over, args=(self._pool, warming), name="vitrine-hand-over",
                              daemon=True).start()
