@@ -8,11 +8,9 @@ VITRINE_HOME under tmp; then ``vitrine search`` (text, image, both, JSON), ``vit
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,10 @@ from PIL import Image
 from common.product import Product
 from common.settings import EmbedSettings
 from embed import build_encoder
+from tests.cli import VITRINE, cli_env, run_vitrine
 
 pytestmark = pytest.mark.slow
 
-VITRINE = str(Path(sys.executable).with_name("vitrine"))
 TIMEOUT_S = 300
 
 ROWS: list[dict[str, Any]] = [
@@ -72,17 +70,7 @@ ROWS: list[dict[str, Any]] = [
 
 
 def run(args: list[str], *, home: Path, cwd: Path, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VITRINE_HOME": str(home), "VITRINE_INDEXER__WORKERS": "0"}
-    env.pop("VITRINE_EMBED__MODEL", None)
-    done = subprocess.run(
-        [VITRINE, "--log-level", "WARNING", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    done = run_vitrine(home, *args, env=cli_env(home, VITRINE_INDEXER__WORKERS="0"), cwd=cwd, timeout=TIMEOUT_S)
     if check is not None:
         assert done.returncode == check, (
             f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -194,11 +182,10 @@ def free_port() -> int:
 
 def test_serve_answers_over_http_and_stops_cleanly(shop: Path) -> None:
     port = free_port()
-    env = {**os.environ, "VITRINE_HOME": str(shop / "home")}
     server = subprocess.Popen(
-        [VITRINE, "serve", "--port", str(port)],
+        [str(VITRINE), "serve", "--port", str(port)],
         cwd=shop,
-        env=env,
+        env=cli_env(shop / "home"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

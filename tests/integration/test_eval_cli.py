@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.cli import cli_env, run_vitrine
 from tests.tiny_models import save_tiny_demo_encoder
 
-VITRINE = Path(sys.executable).parent / "vitrine"
 SHAPES = ("Bag", "Dress", "Sneaker")
 
 
 def vitrine(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-    env.update({"VITRINE_HOME": str(home), "VITRINE_INDEXER__WORKERS": "0", "OMP_NUM_THREADS": "1"})
-    return subprocess.run([str(VITRINE), "--log-level", "WARNING", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return run_vitrine(home, *args, env=cli_env(home, VITRINE_INDEXER__WORKERS="0", OMP_NUM_THREADS="1"))
 
 
 def picture(shape: str, variant: int) -> Image.Image:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,22 +17,17 @@ from PIL import Image
 from common.settings import load_settings
 from store.factory import open_store
 from store.protocol import IMAGE, TEXT
-
-VITRINE = Path(sys.executable).parent / "vitrine"
+from tests.cli import VITRINE, cli_env, run_vitrine
 
 
 def run_cli(home: Path, *args: str | Path, workers: int = 0,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VITRINE), "--log-level", "WARNING", "index", *map(str, args)],
-                          env=cli_env(home, workers), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return run_vitrine(home, "index", *args, env=index_env(home, workers), timeout=timeout)
 
 
-def cli_env(home: Path, workers: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-    env.update({"VITRINE_HOME": str(home), "VITRINE_INDEXER__WORKERS": str(workers),
-                "VITRINE_INDEXER__BATCH_SIZE": "8", "OMP_NUM_THREADS": "1"})
-    return env
+def index_env(home: Path, workers: int) -> dict[str, str]:
+    return cli_env(home, VITRINE_INDEXER__WORKERS=str(workers), VITRINE_INDEXER__BATCH_SIZE="8",
+                   OMP_NUM_THREADS="1")
 
 
 def make_catalog(folder: Path, n: int) -> list[str]:
@@ -120,7 +113,7 @@ def test_kill_9_at_random_moments_then_resume(crash_site: tuple[Path, list[str]]
         with log.open("w", encoding="utf-8") as stderr:
             process = subprocess.Popen(
                 [str(VITRINE), "--log-level", "DEBUG", "index", str(catalog), "--model", str(tiny_clip_dir),
-                 "--no-progress"], env=cli_env(home, workers), stdout=subprocess.DEVNULL, stderr=stderr)
+                 "--no-progress"], env=index_env(home, workers), stdout=subprocess.DEVNULL, stderr=stderr)
         # Kill after a random number of written batches (0 = while starting up), plus a random delay.
         batches = rng.choice([0, rng.randrange(1, 25)])
         deadline = time.monotonic() + 240

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from embed.manifest import read_manifest
-
-VITRINE = Path(sys.executable).parent / "vitrine"
+from tests.cli import cli_env, run_vitrine
 
 
 def vitrine_train(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-    env.update({"VITRINE_HOME": str(home), "OMP_NUM_THREADS": "1"})
-    return subprocess.run([str(VITRINE), "--log-level", "WARNING", "train", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return run_vitrine(home, "train", *args, env=cli_env(home, OMP_NUM_THREADS="1"))
 
 
 @pytest.mark.slow
