@@ -11,7 +11,7 @@ Exact search over the encoder's own embeddings (no store), so it measures the en
 With ``--display``, images first go through the demo catalog's display encoding (inverted to a white
 background, upscaled to 112 px, 16 grey levels, PNG round trip): what the indexer sees for data/demo.
 
-Usage: python bench/demo_encoder.py [MODEL ...] [--limit N] [--display] [--threads 2]
+Usage: python bench/demo_encoder.py [MODEL ...] [--limit N] [--display] [--threads 2] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -60,15 +60,16 @@ def display_version(pixels: np.ndarray) -> Image.Image:
     return Image.open(io.BytesIO(display_png(pixels))).convert("RGB")
 
 
-def run(model: str, *, limit: int, display: bool) -> dict[str, float]:
+def run(model: str, *, limit: int, display: bool, batch_size: int) -> dict[str, float]:
     images, labels = load_split("test")
     images, labels = images[:limit], labels[:limit]
-    encoder = build_encoder(EmbedSettings(batch_size=512), model)
+    encoder = build_encoder(EmbedSettings(batch_size=batch_size), model)
     encoder.load()
     pictures = [display_version(a) if display else Image.fromarray(a, "L") for a in images]
     started = time.perf_counter()
     pixels = np.stack([encoder.image_transform(p) for p in pictures])
     prep = time.perf_counter() - started
+    encoder.embed_pixels(pixels[: 2 * batch_size])  # warm-up: the first batches pick their kernels
     started = time.perf_counter()
     vectors = encoder.embed_pixels(pixels)
     model_s = time.perf_counter() - started
@@ -93,12 +94,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10_000, help="test images used as the catalog")
     parser.add_argument("--display", action="store_true", help="go through the demo catalog's PNG encoding")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=EmbedSettings().batch_size,
+                        help="images per forward pass (default: the setting's default, what the indexer uses)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     training = {c for name in CLASS_NAMES for c in class_captions(name)}
     overlap = sum(p in training for ps in PARAPHRASES.values() for p in ps)
     print(f"{overlap} of 50 paraphrases are also training captions verbatim")
-    rows = {model: run(model, limit=args.limit, display=args.display) for model in args.models}
+    rows = {model: run(model, limit=args.limit, display=args.display, batch_size=args.batch_size)
+            for model in args.models}
     keys = list(next(iter(rows.values())))
     print(f"| model | {' | '.join(keys)} |")
     print(f"|---|{'---|' * len(keys)}")

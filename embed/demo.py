@@ -28,7 +28,7 @@ from PIL import Image
 
 from common.errors import ConfigError, ModelNotFound
 from common.settings import EmbedSettings
-from embed.demo_towers import build_tower, tower_transform
+from embed.demo_towers import build_tower, for_inference, tower_transform
 from embed.manifest import MANIFEST, EncoderManifest, load_weights, read_manifest
 from embed.minilm import MiniLMTextTower
 from embed.protocol import Encoder, ImageTransform, Vectors
@@ -88,7 +88,7 @@ class DemoEncoder:
                                                    batch_size=settings.batch_size, path=spec.path)
         self._tower: torch.nn.Module | None = None
         if image_tower is not None:
-            self._tower = image_tower.to(device=self._device, dtype=self._dtype).eval()
+            self._tower = for_inference(image_tower.to(device=self._device, dtype=self._dtype))
 
     @property
     def name(self) -> str:
@@ -130,7 +130,7 @@ class DemoEncoder:
                               f"{trainable_missing[:5]}, unexpected {unexpected[:5]}")
         logger.info("loaded encoder %s (%s image tower) on %s", self._name, self._manifest.image.get("arch"),
                     self._device)
-        return tower.to(device=self._device, dtype=self._dtype).eval()
+        return for_inference(tower.to(device=self._device, dtype=self._dtype))
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         items = check_texts(texts)
@@ -146,7 +146,8 @@ class DemoEncoder:
         with torch.inference_mode():
             for start in range(0, len(pixels), size):
                 batch = torch.from_numpy(np.ascontiguousarray(pixels[start : start + size]))
-                out.append(to_unit_float32(self._tower(batch.to(self._device, self._dtype))))
+                batch = batch.to(self._device, self._dtype, memory_format=torch.channels_last)
+                out.append(to_unit_float32(self._tower(batch)))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:

@@ -15,7 +15,7 @@ from common.errors import ConfigError, InvalidInput, ModelNotFound
 from common.settings import EmbedSettings
 from embed.demo import DEMO_MODEL_ENV, DemoEncoder, demo_model_dir
 from embed.demo_preprocess import FASHION_MEAN, FASHION_STD, FashionStyle
-from embed.demo_towers import build_tower
+from embed.demo_towers import build_tower, for_inference
 from embed.protocol import Encoder
 from embed.registry import build_encoder
 from tests.tiny_models import save_tiny_demo_encoder
@@ -96,6 +96,26 @@ def test_a_folder_encoder_meets_the_contract(tiny_folder: Path) -> None:
         encoder.embed_pixels(np.zeros((2, 28, 28), np.float32))
 
 
+def test_inference_folding_keeps_what_the_tower_computes() -> None:
+    torch.manual_seed(0)
+    tower = build_tower({"arch": "cnn", "stages": [[8, 2], [16, 2]], "hidden": 16, "dim": 32})
+    for module in tower.modules():  # trained-looking batch-norm statistics, so the fold is not trivial
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    pixels = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        expected = tower.eval()(pixels)
+        fast = for_inference(tower)
+        got = fast(pixels.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in fast.modules()) == 4
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_injected_towers_need_no_files(tiny_folder: Path) -> None:
     from embed.minilm import MiniLMTextTower
 
@@ -174,7 +194,7 @@ def test_the_committed_demo_checkpoint_loads_and_separates_classes() -> None:
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_half_precision_gives_unit_float32_near_fp32(tiny_folder: Path, dtype: str) -> None:
     full = build_encoder(EmbedSettings(), str(tiny_folder))
-    half = build_encoder(EmbedSettings(dtype=dtype), str(tiny_folder))  # type: ignore[arg-type]
+    half = build_encoder(EmbedSettings(dtype=dtype), str(tiny_folder))
     photos, texts = [colour_photo(), colour_photo(size=(100, 220))], ["red bag", "boots"]
     for vectors, reference in ((half.embed_images(photos), full.embed_images(photos)),
                                (half.embed_texts(texts), full.embed_texts(texts))):
