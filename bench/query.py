@@ -3,10 +3,12 @@
 What it measures, on synthetic catalogs of ``--dim``-d vectors (384, like the demo encoder) with a
 realistic payload (category, brand, price, in_stock):
 
-1. the store-level query that `search.service.SearchService` runs: the top-100 candidates from the
-   ``image`` index and from the ``text`` index, vectors returned (for exact fusion), with and without a
-   filter (category + in_stock + price range), on qdrant-edge (HNSW built by ``optimize``) and on
-   qdrant-client local mode (``:memory:``; only up to 50k, it is slow and warns above 20k);
+1. the store-level query that `search.service.SearchService` runs ("search + score()"): the top-100
+   candidates from the ``image`` index and from the ``text`` index, then ``score()`` for the candidates
+   one index did not return (exact fusion over the union); beside it, the alternative of both searches
+   returning vectors. With and without a filter (category + in_stock + price range), on qdrant-edge (HNSW
+   built by ``optimize``) and on qdrant-client local mode (``:memory:``; only up to 50k, it is slow and
+   warns above 20k);
 2. recall@10 of the HNSW search against exact search (``exact=True``), at the HNSW settings of
    ``common.settings.StoreSettings`` (``--ef`` sweeps other search-time ``hnsw_ef`` values);
 3. end to end: a text query through ``SearchService`` in-process and through ``GET /search`` (uvicorn on
@@ -38,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -126,19 +128,18 @@ def load(store: VectorStore, space: Space, n: int) -> float:
 
 def store_query(store: VectorStore, q: NDArray[np.float32], flt: Filter | None,
                 exact: bool = False) -> list[list[StoredPoint]]:
-    """What search asks of the store for one query: candidates (with vectors) from both indices."""
+    """The alternative to `store_query_scored`: candidates from both indices with their vectors."""
     return [store.search(COLLECTION, vector=q, using=using, limit=CANDIDATES, filter=flt, with_vectors=True,
                          exact=exact) for using in (IMAGE, TEXT)]
 
 
 def store_query_scored(store: VectorStore, q: NDArray[np.float32], flt: Filter | None) -> object:
-    """The same fusion input without fetching vectors: both searches, then the exact score of each
-    candidate on the index that did not return it (``score``, a proposed addition to the protocol)."""
+    """What search asks of the store (`search.service.SearchService`): both searches without vectors, then
+    the exact score of each candidate on the index that did not return it."""
     lists = [store.search(COLLECTION, vector=q, using=using, limit=CANDIDATES, filter=flt)
              for using in (IMAGE, TEXT)]
     found = [{p.product_id for p in hits} for hits in lists]
-    scorer = cast(Any, store)
-    return [scorer.score(COLLECTION, vector=q, using=using, product_ids=sorted(found[1 - k] - found[k]))
+    return [store.score(COLLECTION, vector=q, using=using, product_ids=sorted(found[1 - k] - found[k]))
             for k, using in enumerate((IMAGE, TEXT))]
 
 
