@@ -13,7 +13,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -24,49 +23,13 @@ from common.product import Product
 from common.settings import EmbedSettings
 from embed import build_encoder
 from tests.cli import VITRINE, cli_env, run_vitrine
+from tests.sample_products import SHOP_PRODUCTS
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 300
 
-ROWS: list[dict[str, Any]] = [
-    {
-        "id": "shoe-1",
-        "title": "red running shoe",
-        "category": "shoes",
-        "brand": "Acme",
-        "price": 59.9,
-        "currency": "EUR",
-        "in_stock": True,
-    },
-    {
-        "id": "shoe-2",
-        "title": "white leather sneaker",
-        "category": "shoes",
-        "brand": "Bolt",
-        "price": 89.0,
-        "currency": "EUR",
-        "in_stock": False,
-    },
-    {
-        "id": "bag-1",
-        "title": "brown leather bag",
-        "category": "bags",
-        "brand": "Acme",
-        "price": 120.0,
-        "currency": "EUR",
-        "in_stock": True,
-    },
-    {
-        "id": "hat-1",
-        "title": "green wool hat",
-        "category": "hats",
-        "brand": "Bolt",
-        "price": 19.5,
-        "currency": "EUR",
-        "in_stock": True,
-    },
-]
+ROWS = SHOP_PRODUCTS
 
 
 def run(args: list[str], *, home: Path, cwd: Path, check: int | None = 0) -> subprocess.CompletedProcess[str]:

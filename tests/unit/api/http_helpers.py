@@ -21,37 +21,13 @@ from common.settings import Settings
 from embed import Encoder
 from store.factory import open_store
 from store.protocol import IMAGE, STATE_KEY, TEXT, PointWrite
+from tests.sample_products import SHOP_PRODUCTS
 
 START_TIMEOUT_S = 60.0
 
+# The shop's products plus one whose id has a slash (GET /products/bag/2); the last one has no image.
 PRODUCTS = [
-    {
-        "id": "shoe-1",
-        "title": "red running shoe",
-        "category": "shoes",
-        "brand": "Acme",
-        "price": 59.9,
-        "currency": "EUR",
-        "in_stock": True,
-    },
-    {
-        "id": "shoe-2",
-        "title": "white leather sneaker",
-        "category": "shoes",
-        "brand": "Bolt",
-        "price": 89.0,
-        "currency": "EUR",
-        "in_stock": False,
-    },
-    {
-        "id": "bag-1",
-        "title": "brown leather bag",
-        "category": "bags",
-        "brand": "Acme",
-        "price": 120.0,
-        "currency": "EUR",
-        "in_stock": True,
-    },
+    *SHOP_PRODUCTS[:3],
     {
         "id": "bag/2",
         "title": "blue canvas tote",
@@ -61,15 +37,7 @@ PRODUCTS = [
         "currency": "EUR",
         "in_stock": True,
     },
-    {
-        "id": "hat-1",
-        "title": "green wool hat",
-        "category": "hats",
-        "brand": "Bolt",
-        "price": 19.5,
-        "currency": "EUR",
-        "in_stock": True,
-    },
+    SHOP_PRODUCTS[3],
 ]
 
 
@@ -98,7 +66,7 @@ def fill_store(settings: Settings, encoder: Encoder) -> None:
     store = open_store(settings)
     try:
         store.ensure_collection(settings.store.collection, encoder=encoder.name, dim=encoder.dim)
-        texts = encoder.embed_texts([p["title"] for p in PRODUCTS])  # type: ignore[misc]
+        texts = encoder.embed_texts([p["title"] for p in PRODUCTS])
         images = encoder.embed_images([product_image(i) for i in range(len(PRODUCTS))])
         points = []
         for i, product in enumerate(PRODUCTS):
