@@ -83,6 +83,7 @@ def features(output: Any) -> torch.Tensor:
 class _Loaded:
     model: Any
     tokenizer: Any
+    processor: Any
     transform: ImageTransform
     image_size: int
     convention: TextConvention
@@ -239,7 +240,8 @@ class HfEncoder:
         )
         parameter = next(model.parameters())
         return _Loaded(
-            model=model.eval(), tokenizer=tokenizer, transform=transform, image_size=image_size,
+            model=model.eval(), tokenizer=tokenizer, processor=processor, transform=transform,
+            image_size=image_size,
             convention=CONVENTIONS.get(model_type, CONVENTIONS["clip"]),
             max_length=min(positions, tokenizer_limit), device=parameter.device, dtype=parameter.dtype,
         )
@@ -302,6 +304,46 @@ class HfEncoder:
             return np.zeros((0, self.dim), np.float32)
         transform = self.image_transform
         return self.embed_pixels(np.stack([transform(image) for image in images]))
+
+    def image_tower(self) -> torch.nn.Module:
+        """The model's image side (its ``vision*`` and ``visual*`` submodules, run by
+        ``get_image_features``); see `FineTunable`.
+
+        Raises:
+            ConfigError: the model has no submodule named like an image tower.
+        """
+        return HfImageTower(self._loaded.model, name=self.name)
+
+    def save_model(self, folder: Path) -> str:
+        """``save_pretrained`` of the model, its tokenizer and its image processor into ``folder`` (safetensors).
+        Returns ``hf:FOLDER``."""
+        state = self._loaded
+        folder = folder.expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        state.model.save_pretrained(folder)
+        state.tokenizer.save_pretrained(folder)
+        state.processor.save_pretrained(folder)
+        return f"hf:{folder}"
+
+
+class HfImageTower(torch.nn.Module):
+    """A transformers CLIP/SigLIP model's image side as a module: pixels in, ``get_image_features`` out.
+
+    Only the image submodules (``vision_model``, ``visual_projection``, ...) are registered, so parameters,
+    ``state_dict`` and ``.to()`` cover them alone; the text side is left out of training.
+    """
+
+    def __init__(self, model: Any, *, name: str) -> None:
+        super().__init__()
+        parts = {key: child for key, child in model.named_children() if key.startswith(("vision", "visual"))}
+        if not parts:
+            raise ConfigError(f"encoder {name!r} is a {type(model).__name__} with no vision_* or visual_* "
+                              "submodule; its image side cannot be fine-tuned")
+        self.parts = torch.nn.ModuleDict(parts)
+        self._model = [model]  # a plain list: not registered as a submodule
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return features(self._model[0].get_image_features(pixel_values=pixels))
 
 
 def build(spec: str, settings: EmbedSettings) -> HfEncoder:

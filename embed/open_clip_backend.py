@@ -9,6 +9,7 @@ absolute in the encoder's name, which collections store.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -370,6 +371,50 @@ class OpenClipEncoder:
             return np.zeros((0, self.dim), np.float32)
         transform = self.image_transform
         return self.embed_pixels(np.stack([transform(image) for image in images]))
+
+    def image_tower(self) -> torch.nn.Module:
+        """The model's ``visual`` module (what ``encode_image`` runs before normalising); see `FineTunable`.
+
+        Raises:
+            ConfigError: the model has no separate image tower.
+        """
+        model, _, _ = self._loaded
+        visual = getattr(model, "visual", None)
+        if not isinstance(visual, torch.nn.Module):
+            raise ConfigError(f"encoder {self.name!r} is a {type(model).__name__} without a 'visual' image "
+                              "tower; its image side cannot be fine-tuned")
+        return visual
+
+    def save_model(self, folder: Path) -> str:
+        """Write ``open_clip_config.json`` (model and preprocessing config) and
+        ``open_clip_model.safetensors`` (plus the tokenizer's files when it is a Hugging Face tokenizer): an
+        open_clip ``local-dir`` folder. Returns ``open_clip:local-dir:FOLDER``.
+
+        Raises:
+            ConfigError: open_clip has no config for this model.
+        """
+        import open_clip
+        from safetensors.torch import save_file
+
+        model, _, tokenizer = self._loaded
+        model_cfg = open_clip.get_model_config(self._weights.model_name)
+        if not model_cfg:
+            raise ConfigError(f"open_clip has no model config for {self.name!r}; cannot save it as a folder")
+        visual = getattr(model, "visual", model)
+        preprocess = dict(getattr(visual, "preprocess_cfg", None) or {})
+        for key, attr in (("mean", "image_mean"), ("std", "image_std")):
+            if key not in preprocess and getattr(visual, attr, None) is not None:
+                preprocess[key] = list(getattr(visual, attr))
+        folder = folder.expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, folder / "open_clip_model.safetensors")
+        config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+        (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+        save_tokenizer = getattr(tokenizer, "save_pretrained", None)
+        if callable(save_tokenizer):
+            save_tokenizer(str(folder))
+        return f"open_clip:{LOCAL_DIR}{folder}"
 
 
 def open_clip_cfg(weights: Weights) -> dict[str, Any]:

@@ -6,12 +6,15 @@
   same text tower; only the head trains (its features are computed once).
 - ``--base FOLDER`` of a ``towers`` encoder (``demo`` included): ``--train tower`` fine-tunes its image tower
   from its weights; ``--train head`` trains a projection on its image embeddings.
-- ``--base open_clip:...`` / ``hf:...`` / any other encoder: ``--train head`` (a projection head on the frozen
-  image embeddings, initialised to the identity, landing on the encoder's own frozen text embeddings).
+- ``--base open_clip:...`` / ``hf:...``: ``--train tower`` fine-tunes the model's own image tower against its own
+  frozen text embeddings and writes the whole model in the backend's format (an open_clip ``local-dir`` folder,
+  or a transformers ``save_pretrained`` folder), with the run's metrics in ``vitrine_training.json``;
+  ``--train head`` trains a projection head on the frozen image embeddings, initialised to the identity.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +35,16 @@ from embed.minilm import MiniLMTextTower
 from embed.protocol import Encoder, ImageTransform, Vectors
 from embed.registry import build_encoder
 from embed.torch_utils import torch_device
+from embed.tunable import FineTunable
 
 logger = logging.getLogger(__name__)
 
 TrainPart = Literal["tower", "head"]
 SCRATCH_BASES = ("cnn", "efficientnet_lite0")
+DEFAULT_LR = 3e-3
+FINE_TUNE_LR = 1e-5
+TRAINING_FILE = "vitrine_training.json"
+"""Beside a fine-tuned open_clip or transformers model: how it was trained and its held-out metrics."""
 DEFAULT_CNN: dict[str, Any] = {"arch": "cnn", "stages": [[32, 1], [64, 2], [128, 2]], "hidden": 0,
                                "dropout": 0.0, "size": 28}
 
@@ -55,6 +63,8 @@ class Plan:
         write: writes the encoder folder from the module and the learned logit scale.
         description: what is trained, for logs.
         logit_scale: the learned log inverse temperature to start from (a fine-tuned checkpoint's), or None.
+        default_lr: the peak learning rate when none is given: high for new towers and heads, low for
+            pretrained image towers (a high one wipes out what they learned).
     """
 
     module: nn.Module
@@ -65,6 +75,7 @@ class Plan:
     write: Callable[[Path, float, dict[str, Any]], Path]
     description: str
     logit_scale: float | None = None
+    default_lr: float = DEFAULT_LR
 
 
 def _text_tower(embed: EmbedSettings, path: str | None) -> MiniLMTextTower:
@@ -122,6 +133,24 @@ def _projection_plan(base: Encoder, name: str, hidden: int) -> Plan:
                 description=f"projection head over {name}")
 
 
+def _fine_tune_plan(base: FineTunable, encoder: Encoder, embed: EmbedSettings) -> Plan:
+    if embed.dtype != "fp32":
+        raise ConfigError(f"fine-tuning the image tower of {encoder.name!r} runs in fp32; set "
+                          f"VITRINE_EMBED__DTYPE=fp32 (it is {embed.dtype!r})")
+    tower = base.image_tower()
+    tower.requires_grad_(True)
+
+    def write(folder: Path, logit_scale: float, training: dict[str, Any]) -> Path:
+        name = base.save_model(folder)
+        record = {"encoder": name, "base": encoder.name, "logit_scale": logit_scale, "training": training}
+        (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        return folder
+
+    return Plan(module=tower, transform=encoder.image_transform, featurize=None, embed_texts=encoder.embed_texts,
+                dim=encoder.dim, write=write, description=f"image tower of {encoder.name}, fine-tuned",
+                default_lr=FINE_TUNE_LR)
+
+
 def build_plan(base: str, part: TrainPart, *, embed: EmbedSettings, text_model: str | None = None,
                arch: dict[str, Any] | None = None, hidden: int = 0) -> Plan:
     """The plan for training ``part`` of ``base``.
@@ -166,8 +195,11 @@ def build_plan(base: str, part: TrainPart, *, embed: EmbedSettings, text_model: 
                             f"image tower of {encoder.name}, fine-tuned")
         plan.logit_scale = manifest.logit_scale or None
         return plan
+    if isinstance(encoder, FineTunable):
+        encoder.load()
+        return _fine_tune_plan(encoder, encoder, embed)
     raise ConfigError(f"--train tower is not available for base encoder {base!r}: its image tower cannot be "
-                      "fine-tuned by vitrine train yet; use --train head (a projection head on its frozen "
+                      "fine-tuned by vitrine train; use --train head (a projection head on its frozen "
                       "image embeddings), or --base cnn / --base efficientnet_lite0 for a new demo-style "
                       "tower")
 

@@ -24,7 +24,7 @@ class TrainOptions:
     train: TrainPart = "tower"
     epochs: int = 3
     batch_size: int = 256
-    lr: float = 3e-3
+    lr: float | None = None  # None: the plan's default (`train.models.Plan.default_lr`)
     weight_decay: float = 1e-4
     temperature: float = 0.07
     learn_temperature: bool = True
@@ -58,7 +58,7 @@ class TrainOptions:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
             problems.append(f"batch size must be at least 2 (contrastive), got {self.batch_size}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             problems.append(f"learning rate must be positive, got {self.lr}")
         if not 0 < self.temperature <= 10:
             problems.append(f"temperature must be in (0, 10], got {self.temperature}")

@@ -116,7 +116,7 @@ class _Run:
             {"params": [p for p in self.module.parameters() if p.requires_grad],
              "weight_decay": options.weight_decay},
             {"params": list(self.scale.parameters()), "weight_decay": 0.0},
-        ], lr=options.lr)
+        ], lr=options.lr if options.lr is not None else plan.default_lr)
         self.batch = min(options.batch_size, len(train.kept))
         self.steps_per_epoch = max(1, len(train.kept) // self.batch)
         self.total_steps = self.steps_per_epoch * options.epochs
@@ -279,7 +279,8 @@ def train_encoder(options: TrainOptions, *, settings: Settings) -> TrainResult:
         training = {
             "command": options.command, "data": train.data.name, "base": options.base, "train": options.train,
             "items": len(train.kept), "held_out": len(held.kept) if held else 0, "epochs": epoch + 1,
-            "seed": options.seed, "seconds": round(time.perf_counter() - started, 1),
+            "seed": options.seed, "lr": run.optimizer.defaults["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
             "held_out_metrics": metrics,
         }
         plan.write(options.out, float(torch.log(run.scale()).item()), training)

@@ -47,11 +47,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="cnn (new small CNN), efficientnet_lite0 (frozen ImageNet backbone + head), or "
                              "an encoder to start from: demo, a folder, open_clip:..., hf:... (default: cnn)")
     parser.add_argument("--train", choices=["tower", "head"], default="tower",
-                        help="what learns: the whole image tower, or a projection head on frozen image "
-                             "embeddings (the only option for open_clip and hf encoders) (default: tower)")
+                        help="what learns: the whole image tower (for open_clip and hf encoders: their own, "
+                             "written back in their format), or a projection head on frozen image "
+                             "embeddings (default: tower)")
     parser.add_argument("--epochs", type=int, default=3, help="passes over the data (default: 3)")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per step (default: 256)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, AdamW (default: 3e-3)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate, AdamW (default: 3e-3 for new towers and heads, 1e-5 to "
+                             "fine-tune the image tower of an open_clip or hf encoder)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
     parser.add_argument("--temperature", type=float, default=0.07, help="initial temperature (default: 0.07)")
     parser.add_argument("--fixed-temperature", action="store_true", help="do not learn the temperature")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from embed.projected import ProjectedEncoder
 from embed.registry import build_encoder
 from tests.unit.train.conftest import CATEGORIES, PER_CATEGORY, draw_product
 from train.data import load_pairs
+from train.models import FINE_TUNE_LR, TRAINING_FILE, build_plan
 from train.options import TrainOptions
 from train.trainer import train_encoder
 
@@ -134,6 +136,29 @@ def test_projection_head_over_transformers_clip(shapes_catalog: Path, tiny_hf_cl
     unit_rows(build_encoder(settings.embed, str(out)).embed_images([draw_product("Dress", 1)]), 1, 24)
 
 
+@pytest.mark.parametrize("model_dir", ["tiny_clip_dir", "tiny_hf_clip_dir", "tiny_siglip_dir"])
+def test_the_image_tower_of_an_open_clip_or_transformers_model_is_fine_tuned(
+        model_dir: str, request: pytest.FixtureRequest, shapes_catalog: Path, settings: Settings,
+        tmp_path: Path) -> None:
+    base_name = str(request.getfixturevalue(model_dir))  # a bare folder: its files say which backend
+    assert build_plan(base_name, "tower", embed=settings.embed).default_lr == FINE_TUNE_LR
+    out = tmp_path / "tuned"
+    result = train_encoder(options(shapes_catalog, out, base=base_name, train="tower", epochs=2, lr=1e-3),
+                           settings=settings)
+
+    record = json.loads((out / TRAINING_FILE).read_text(encoding="utf-8"))
+    base = build_encoder(settings.embed, base_name)
+    assert record["base"] == base.name and record["training"]["lr"] == 1e-3
+    assert record["training"]["epochs"] == 2 and record["training"]["held_out_metrics"] == result.metrics
+    tuned = build_encoder(settings.embed, str(out))  # the backend's own format, loaded by path
+    assert tuned.name == record["encoder"] and tuned.name.split(":")[0] == base.name.split(":")[0]
+    assert not (out / "vitrine_encoder.json").exists()
+    pictures = [draw_product("Sneaker", 0), draw_product("Bag", 3)]
+    np.testing.assert_allclose(tuned.embed_texts(["red bag"]), base.embed_texts(["red bag"]), atol=1e-6)
+    assert not np.allclose(tuned.embed_images(pictures), base.embed_images(pictures), atol=1e-4)
+    unit_rows(tuned.embed_images(pictures), 2, base.dim)
+
+
 def test_a_trained_tower_can_be_fine_tuned_again(shapes_catalog: Path, tiny_text_dir: Path,
                                                  settings: Settings, tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
@@ -147,9 +172,10 @@ def test_a_trained_tower_can_be_fine_tuned_again(shapes_catalog: Path, tiny_text
 
 def test_impossible_combinations_and_bad_values_are_named(shapes_catalog: Path, tiny_clip_dir: Path,
                                                           settings: Settings, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--train tower is not available for base encoder.*--train head"):
+    half = settings.model_copy(update={"embed": settings.embed.model_copy(update={"dtype": "fp16"})})
+    with pytest.raises(ConfigError, match=r"fine-tuning the image tower of .* runs in fp32.*'fp16'"):
         train_encoder(options(shapes_catalog, tmp_path / "x", base=str(tiny_clip_dir), train="tower"),
-                      settings=settings)
+                      settings=half)
     with pytest.raises(ConfigError, match=r"--base cnn trains a new CNN"):
         train_encoder(options(shapes_catalog, tmp_path / "x", train="head"), settings=settings)
     with pytest.raises(ConfigError, match=r"epochs must be at least 1, got 0.*holdout must be in"):
