@@ -12,9 +12,11 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from embed.protocol import Encoder
+
 
 @runtime_checkable
-class FineTunable(Protocol):
+class FineTunable(Encoder, Protocol):
     """An encoder whose image side can be trained and saved."""
 
     def image_tower(self) -> torch.nn.Module:

@@ -133,15 +133,15 @@ def _projection_plan(base: Encoder, name: str, hidden: int) -> Plan:
                 description=f"projection head over {name}")
 
 
-def _fine_tune_plan(base: FineTunable, encoder: Encoder, embed: EmbedSettings) -> Plan:
+def _fine_tune_plan(encoder: FineTunable, embed: EmbedSettings) -> Plan:
     if embed.dtype != "fp32":
         raise ConfigError(f"fine-tuning the image tower of {encoder.name!r} runs in fp32; set "
                           f"VITRINE_EMBED__DTYPE=fp32 (it is {embed.dtype!r})")
-    tower = base.image_tower()
+    tower = encoder.image_tower()
     tower.requires_grad_(True)
 
     def write(folder: Path, logit_scale: float, training: dict[str, Any]) -> Path:
-        name = base.save_model(folder)
+        name = encoder.save_model(folder)
         record = {"encoder": name, "base": encoder.name, "logit_scale": logit_scale, "training": training}
         (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
         return folder
@@ -197,7 +197,7 @@ def build_plan(base: str, part: TrainPart, *, embed: EmbedSettings, text_model: 
         return plan
     if isinstance(encoder, FineTunable):
         encoder.load()
-        return _fine_tune_plan(encoder, encoder, embed)
+        return _fine_tune_plan(encoder, embed)
     raise ConfigError(f"--train tower is not available for base encoder {base!r}: its image tower cannot be "
                       "fine-tuned by vitrine train; use --train head (a projection head on its frozen "
                       "image embeddings), or --base cnn / --base efficientnet_lite0 for a new demo-style "
