@@ -213,6 +213,7 @@ class LookupEncoder:
 
     name = ENCODER
     image_size = 32
+    weights_id = ""
 
     @property
     def dim(self) -> int:

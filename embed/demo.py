@@ -33,6 +33,7 @@ from embed.manifest import MANIFEST, EncoderManifest, load_weights, read_manifes
 from embed.minilm import MiniLMTextTower
 from embed.protocol import Encoder, ImageTransform, Vectors
 from embed.torch_utils import check_pixels, check_texts, to_unit_float32, torch_device, torch_dtype
+from embed.weights_id import files_id
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,11 @@ class DemoEncoder:
     @property
     def dim(self) -> int:
         return self._manifest.dim
+
+    @property
+    def weights_id(self) -> str:
+        """Content hash of the folder's manifest and weights (the text tower is a pinned package)."""
+        return files_id([self._folder / MANIFEST, self._folder / self._manifest.weights])
 
     @property
     def image_size(self) -> int:

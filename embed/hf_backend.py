@@ -33,6 +33,7 @@ from embed.hf_transform import image_transform_for
 from embed.hub import hub_hint, in_hub_cache, not_found
 from embed.protocol import ImageTransform, Vectors
 from embed.torch_utils import check_pixels, check_texts, embed_batches, torch_device, torch_dtype
+from embed.weights_id import folder_id
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,13 @@ class HfEncoder:
             convention=CONVENTIONS.get(model_type, CONVENTIONS["clip"]),
             max_length=min(positions, tokenizer_limit), device=parameter.device, dtype=parameter.dtype,
         )
+
+    @property
+    def weights_id(self) -> str:
+        """Content hash of a local folder's config and weight files; "" for a hub repository."""
+        if not self._local:
+            return ""
+        return folder_id(Path(self._source), ("config.json", "*.safetensors", "*.bin"))
 
     @property
     def _loaded(self) -> _Loaded:

@@ -27,6 +27,7 @@ from common.settings import EmbedSettings
 from embed.hub import hub_cache_dir, hub_hint, in_hub_cache, not_found
 from embed.protocol import ImageTransform, Vectors
 from embed.torch_utils import ToArray, check_pixels, check_texts, embed_batches, torch_device, torch_dtype
+from embed.weights_id import files_id, folder_id
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,18 @@ class OpenClipEncoder:
     def name(self) -> str:
         """``open_clip:`` and the canonical spec (paths made absolute)."""
         return f"open_clip:{self._weights.spec}"
+
+    @property
+    def weights_id(self) -> str:
+        """Content hash of a checkpoint file or of a folder's config and weights; "" for tags, hub
+        repositories and random weights."""
+        weights = self._weights
+        if weights.kind == "file":
+            return files_id([Path(weights.source)])
+        if weights.kind == "dir":
+            return folder_id(Path(weights.source), ("open_clip_config.json", "open_clip_*.safetensors",
+                                                    "open_clip_*.bin", "open_clip_*.pth"))
+        return ""
 
     def load(self) -> None:
         """Check that the weights exist and load them (idempotent, thread-safe).

@@ -21,9 +21,10 @@ from torch import nn
 from common.errors import ConfigError
 from common.settings import EmbedSettings
 from embed.demo_towers import projection
-from embed.manifest import EncoderManifest, load_weights, read_manifest
+from embed.manifest import MANIFEST, EncoderManifest, load_weights, read_manifest
 from embed.protocol import Encoder, ImageTransform, Vectors
 from embed.torch_utils import check_pixels, check_texts, to_unit_float32, torch_device
+from embed.weights_id import files_id
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ class ProjectedEncoder:
     @property
     def dim(self) -> int:
         return self._manifest.dim
+
+    @property
+    def weights_id(self) -> str:
+        """Content hash of the head's manifest and weights, and the base encoder's weights id."""
+        return files_id([self._folder / MANIFEST, self._folder / self._manifest.weights],
+                        extra=self.base.weights_id)
 
     @property
     def image_size(self) -> int:

@@ -37,6 +37,13 @@ class Encoder(Protocol):
         ...
 
     @property
+    def weights_id(self) -> str:
+        """A content hash of the local files the weights load from (`embed.weights_id`), or "" when the name
+        pins the weights (an open_clip tag, a hub repository). Collections remember it: other weights under
+        the same name are refused rather than mixed."""
+        ...
+
+    @property
     def image_size(self) -> int:
         """Side of the square image the model sees; decoders may reduce larger images to about this."""
         ...

@@ -125,7 +125,7 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
                  disable=not progress, dynamic_ncols=True) as bar:
         start = time.perf_counter()  # the workers start meanwhile
         encoder.load()
-        store.ensure_collection(name, encoder=encoder.name, dim=encoder.dim)
+        store.ensure_collection(name, encoder=encoder.name, dim=encoder.dim, weights=encoder.weights_id)
         timings["setup"] = time.perf_counter() - start
         start = time.perf_counter()
         state = load_state(store, name)

@@ -59,7 +59,8 @@ class SearchService:
 
     Raises:
         NotFound: no such collection.
-        EncoderMismatch: the collection was built by another encoder or dim.
+        EncoderMismatch: the collection was built by another encoder or dim, or by other weights under the
+            same encoder name (a model folder retrained in place).
     """
 
     def __init__(
@@ -71,6 +72,13 @@ class SearchService:
                 f"collection {collection!r} was built with encoder {info.encoder!r} (dim {info.dim}) but is "
                 f"being searched with {encoder.name!r} (dim {encoder.dim}); search it with {info.encoder!r} "
                 "or re-index it with the new encoder"
+            )
+        weights = encoder.weights_id
+        if info.weights and weights and info.weights != weights:
+            raise EncoderMismatch(
+                f"collection {collection!r} was built with other weights of encoder {info.encoder!r} (weights "
+                f"{info.weights}, now {weights}): the model's files changed since, so its vectors would not "
+                "match the queries'; re-index into a new collection or restore the old weights"
             )
         self._encoder = encoder
         self._store = store

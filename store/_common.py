@@ -37,11 +37,14 @@ class CollectionRecord:
     encoder: str
     dim: int
     created: str
+    weights: str = ""
+    """The encoder's ``weights_id`` when the collection was created ("" when the name pins the weights, or for
+    collections made before Vitrine recorded it)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
         return {"format": FORMAT_VERSION, "alias": self.alias, "encoder": self.encoder, "dim": self.dim,
-                "created": self.created}
+                "weights": self.weights, "created": self.created}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str) -> CollectionRecord:
@@ -60,7 +63,7 @@ class CollectionRecord:
                              "(written by a newer Vitrine?)")
         try:
             return cls(alias=str(data["alias"]), encoder=str(data["encoder"]), dim=int(data["dim"]),
-                       created=str(data.get("created", "")))
+                       created=str(data.get("created", "")), weights=str(data.get("weights") or ""))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: record {dict(data)!r} lacks alias, encoder or dim") from e
 
@@ -77,9 +80,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def new_record(alias: str, *, encoder: str, dim: int) -> CollectionRecord:
+def new_record(alias: str, *, encoder: str, dim: int, weights: str = "") -> CollectionRecord:
     """A record for a collection created now."""
-    return CollectionRecord(alias=alias, encoder=encoder, dim=dim,
+    return CollectionRecord(alias=alias, encoder=encoder, dim=dim, weights=weights,
                             created=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -102,17 +105,33 @@ def check_dim(encoder: str, dim: int) -> None:
         raise InvalidInput(f"dim {dim!r} is not a positive integer")
 
 
-def check_encoder(name: str, record: CollectionRecord, *, encoder: str, dim: int) -> None:
+def check_encoder(name: str, record: CollectionRecord, *, encoder: str, dim: int, weights: str = "") -> None:
     """Refuse to use a collection with an encoder other than the one that built it.
 
     Raises:
-        EncoderMismatch: the encoder name or dim differs; the message names both encoders.
+        EncoderMismatch: the encoder name or dim differs, or both weights ids are known and differ (the same
+            folder or file now holds other weights); the message names both.
     """
     if record.encoder != encoder or record.dim != dim:
         raise EncoderMismatch(
             f"collection {name!r} was built with encoder {record.encoder!r} (dim {record.dim}), "
             f"not with encoder {encoder!r} (dim {dim}); use --model {record.encoder!r} "
             f"(VITRINE_EMBED__MODEL), or rebuild the collection with the new encoder"
+        )
+    check_weights(name, record.encoder, built=record.weights, now=weights)
+
+
+def check_weights(name: str, encoder: str, *, built: str, now: str) -> None:
+    """Refuse a collection whose encoder's weights changed since it was built (both ids known).
+
+    Raises:
+        EncoderMismatch: the ids differ.
+    """
+    if built and now and built != now:
+        raise EncoderMismatch(
+            f"collection {name!r} was built with other weights of encoder {encoder!r} (weights {built}, now "
+            f"{now}): the model's files changed since, and its vectors would not match the new ones; index "
+            "into a new collection (--collection NAME) or a fresh VITRINE_HOME, or restore the old weights"
         )
 
 

@@ -62,17 +62,17 @@ class EdgeStore:
 
     # -- collections -------------------------------------------------------------------------------
 
-    def ensure_collection(self, name: str, *, encoder: str, dim: int) -> CollectionInfo:
+    def ensure_collection(self, name: str, *, encoder: str, dim: int, weights: str = "") -> CollectionInfo:
         """Open the collection behind alias ``name``, creating it if absent (see `VectorStore`).
 
         Raises:
-            EncoderMismatch: it exists and was built by another encoder or dim.
+            EncoderMismatch: it exists and was built by another encoder or dim, or by other weights.
             StoreLocked: another process holds the collection open.
         """
         check_name(name)
         check_dim(encoder, dim)
-        opened = self._collections.get_or_create(name, encoder=encoder, dim=dim)
-        check_encoder(name, opened.record, encoder=encoder, dim=dim)
+        opened = self._collections.get_or_create(name, encoder=encoder, dim=dim, weights=weights)
+        check_encoder(name, opened.record, encoder=encoder, dim=dim, weights=weights)
         return self._info(name, opened)
 
     def collection_info(self, name: str) -> CollectionInfo:
@@ -255,7 +255,7 @@ class EdgeStore:
         with self._collections.engine(f"counting {name!r}"):
             count = int(opened.shard.count(qe.CountRequest(exact=True)))
         return CollectionInfo(name=name, physical=opened.physical, encoder=opened.record.encoder,
-                              dim=opened.record.dim, count=count)
+                              dim=opened.record.dim, count=count, weights=opened.record.weights)
 
 
 def to_edge_filter(filter: Filter | None) -> qe.Filter | None:

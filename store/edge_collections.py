@@ -126,13 +126,13 @@ class EdgeCollections:
                 opened = self._opened[physical] = self._load(physical)
             return opened
 
-    def get_or_create(self, name: str, *, encoder: str, dim: int) -> EdgeCollection:
+    def get_or_create(self, name: str, *, encoder: str, dim: int, weights: str = "") -> EdgeCollection:
         """The collection behind ``name``, created for ``encoder`` and ``dim`` if absent; indexes ensured."""
         with self._lock:
             try:
                 opened = self.get(name)
             except NotFound:
-                opened = self._create(name, encoder=encoder, dim=dim)
+                opened = self._create(name, encoder=encoder, dim=dim, weights=weights)
             self._ensure_indexes(opened)
             return opened
 
@@ -203,7 +203,7 @@ class EdgeCollections:
             raise BackendUnavailable(str(e)) from e
         return EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR))
 
-    def _create(self, name: str, *, encoder: str, dim: int) -> EdgeCollection:
+    def _create(self, name: str, *, encoder: str, dim: int, weights: str) -> EdgeCollection:
         with folder_lock(self.folder):
             if name in read_aliases(self.folder / ALIASES_FILE):  # another process created it meanwhile
                 return self.get(name)
@@ -218,7 +218,7 @@ class EdgeCollections:
                 wal_enabled=True,
                 payload_memory=qe.Memory.Cached,  # payload read per result: RAM halves a 100-result search
             )
-            record = new_record(name, encoder=encoder, dim=dim)
+            record = new_record(name, encoder=encoder, dim=dim, weights=weights)
             opened = EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR, config))
             try:
                 self._ensure_indexes(opened)

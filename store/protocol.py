@@ -77,6 +77,8 @@ class CollectionInfo:
     encoder: str
     dim: int
     count: int
+    weights: str = ""
+    """The weights id the collection was built with ("" when unknown or pinned by the encoder's name)."""
 
 
 @dataclass
@@ -101,11 +103,13 @@ class StoredPoint:
 class VectorStore(Protocol):
     """The operations both backends offer, with the same results."""
 
-    def ensure_collection(self, name: str, *, encoder: str, dim: int) -> CollectionInfo:
+    def ensure_collection(self, name: str, *, encoder: str, dim: int, weights: str = "") -> CollectionInfo:
         """Open the collection behind alias ``name``, creating it (and the alias) if it does not exist.
 
+        ``weights`` is the encoder's ``weights_id``: recorded at creation, compared afterwards.
+
         Raises:
-            EncoderMismatch: it exists and was built by another encoder or dim.
+            EncoderMismatch: it exists and was built by another encoder or dim, or by other weights.
         """
         ...
 

@@ -80,11 +80,11 @@ class QdrantServerStore:
 
     # -- collections -------------------------------------------------------------------------------
 
-    def ensure_collection(self, name: str, *, encoder: str, dim: int) -> CollectionInfo:
+    def ensure_collection(self, name: str, *, encoder: str, dim: int, weights: str = "") -> CollectionInfo:
         """Open the collection behind alias ``name``, creating it (and the alias) if absent.
 
         Raises:
-            EncoderMismatch: it exists and was built by another encoder or dim.
+            EncoderMismatch: it exists and was built by another encoder or dim, or by other weights.
             BackendUnavailable: the server cannot be reached.
         """
         check_name(name)
@@ -92,9 +92,9 @@ class QdrantServerStore:
         with self._call(f"opening collection {name!r}"):
             physical = self._target(name)
             if physical is None:
-                physical = self._create(name, encoder=encoder, dim=dim)
+                physical = self._create(name, encoder=encoder, dim=dim, weights=weights)
             record = self._record(name, physical)
-            check_encoder(name, record, encoder=encoder, dim=dim)
+            check_encoder(name, record, encoder=encoder, dim=dim, weights=weights)
             self._ensure_indexes(physical)
             return self._info(name, physical, record)
 
@@ -347,9 +347,9 @@ class QdrantServerStore:
             dim = self.collection_info(name).dim
         return dim
 
-    def _create(self, name: str, *, encoder: str, dim: int) -> str:
+    def _create(self, name: str, *, encoder: str, dim: int, weights: str = "") -> str:
         physical = physical_name(name)
-        record = new_record(name, encoder=encoder, dim=dim)
+        record = new_record(name, encoder=encoder, dim=dim, weights=weights)
         params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
         self._client.create_collection(
             physical,
@@ -381,4 +381,4 @@ class QdrantServerStore:
     def _info(self, name: str, physical: str, record: CollectionRecord) -> CollectionInfo:
         count = int(self._client.count(physical, exact=True).count)
         return CollectionInfo(name=name, physical=physical, encoder=record.encoder, dim=record.dim,
-                              count=count)
+                              count=count, weights=record.weights)

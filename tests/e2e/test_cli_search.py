@@ -102,7 +102,9 @@ def test_info_json(shop: Path, tiny_clip_dir: Path) -> None:
     data = json.loads(run(["info", "--json"], home=shop / "home", cwd=shop).stdout)
     assert data["collection"] == "products"
     assert data["count"] == len(ROWS)
-    assert data["model"] == build_encoder(EmbedSettings(), str(tiny_clip_dir)).name
+    encoder = build_encoder(EmbedSettings(), str(tiny_clip_dir))
+    assert data["model"] == encoder.name
+    assert data["weights"] == encoder.weights_id and data["weights"].startswith("sha256:")
     assert data["dim"] == 32
     assert data["store"]["location"] == str(shop / "home" / "store")
     assert data["last_job"]["status"] == "done"

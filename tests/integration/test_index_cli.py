@@ -18,6 +18,7 @@ from common.settings import load_settings
 from store.factory import open_store
 from store.protocol import IMAGE, TEXT
 from tests.cli import VITRINE, cli_env, run_vitrine
+from tests.tiny_models import save_tiny_open_clip
 
 
 def run_cli(home: Path, *args: str | Path, workers: int = 0,
@@ -68,6 +69,25 @@ def test_cli_summary_report_and_exit_codes(tmp_path: Path, tiny_clip_dir: Path) 
     done = run_cli(tmp_path / "home", tmp_path / "catalog.xml", "--model", tiny_clip_dir)
     assert done.returncode == 1
     assert "catalog.xml' has an unsupported file type" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_model_folder_retrained_in_place_is_refused_not_mixed(tmp_path: Path) -> None:
+    model = save_tiny_open_clip(tmp_path / "model", seed=0)
+    make_catalog(tmp_path, 4)
+    home, catalog = tmp_path / "home", tmp_path / "catalog.jsonl"
+    first = run_cli(home, catalog, "--model", model, "--no-progress")
+    assert first.returncode == 0, first.stderr
+
+    save_tiny_open_clip(model, seed=1)  # other weights in the same folder: same encoder name
+    again = run_cli(home, catalog, "--model", model, "--no-progress")
+    assert again.returncode not in (0, 3)
+    assert "other weights of encoder" in again.stderr and "--collection" in again.stderr
+    search = run_vitrine(home, "search", "item", env=index_env(home, 0))
+    assert search.returncode != 0 and "other weights of encoder" in search.stderr
+
+    save_tiny_open_clip(model, seed=0)  # the old weights back: searchable again
+    assert run_vitrine(home, "search", "item", env=index_env(home, 0)).returncode == 0
 
 
 def children(pid: int) -> list[int]:

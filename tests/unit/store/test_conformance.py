@@ -78,6 +78,28 @@ def test_ensure_collection_refuses_another_encoder(store: VectorStore, encoder: 
     assert ENC in str(err.value) and encoder in str(err.value) and str(dim) in str(err.value)
 
 
+def test_the_weights_id_is_recorded_and_other_weights_are_refused(opener: Opener) -> None:
+    store = opener()
+    try:
+        assert store.ensure_collection("products", encoder=ENC, dim=DIM, weights="sha-aaaa").weights == "sha-aaaa"
+        store.ensure_collection("products", encoder=ENC, dim=DIM, weights="sha-aaaa")
+        store.ensure_collection("products", encoder=ENC, dim=DIM)  # an unknown id is not a mismatch
+        with pytest.raises(EncoderMismatch, match=r"other weights of encoder .*sha-aaaa.*now sha-bbbb"):
+            store.ensure_collection("products", encoder=ENC, dim=DIM, weights="sha-bbbb")
+        store.ensure_collection("legacy", encoder=ENC, dim=DIM)  # made without an id: nothing to compare
+        assert store.ensure_collection("legacy", encoder=ENC, dim=DIM, weights="sha-bbbb").weights == ""
+    finally:
+        store.close()
+    if opener.persistent:
+        reopened = opener()
+        try:
+            assert reopened.collection_info("products").weights == "sha-aaaa"
+            with pytest.raises(EncoderMismatch):
+                reopened.ensure_collection("products", encoder=ENC, dim=DIM, weights="sha-bbbb")
+        finally:
+            reopened.close()
+
+
 def test_missing_collection_is_not_found(store: VectorStore) -> None:
     with pytest.raises(NotFound, match="nope"):
         store.collection_info("nope")
