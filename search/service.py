@@ -35,7 +35,7 @@ from search.query import (
     check_bounds,
     resolve_weights,
 )
-from store.protocol import IMAGE, STATE_KEY, TEXT, CollectionInfo, StoredPoint, VectorStore
+from store.protocol import IMAGE, STATE_KEY, TEXT, CollectionInfo, StoredPoint, VectorStore, check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,7 @@ class SearchService:
                 f"being searched with {encoder.name!r} (dim {encoder.dim}); search it with {info.encoder!r} "
                 "or re-index it with the new encoder"
             )
-        weights = encoder.weights_id
-        if info.weights and weights and info.weights != weights:
-            raise EncoderMismatch(
-                f"collection {collection!r} was built with other weights of encoder {info.encoder!r} (weights "
-                f"{info.weights}, now {weights}): the model's files changed since, so its vectors would not "
-                "match the queries'; re-index into a new collection or restore the old weights"
-            )
+        check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
         self._encoder = encoder
         self._store = store
         self._settings = settings

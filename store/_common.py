@@ -18,7 +18,17 @@ from numpy.typing import NDArray
 
 from common.errors import EncoderMismatch, InvalidInput, InvalidQuery
 from common.product import point_id
-from store.protocol import VECTOR_NAMES, Condition, Filter, Match, MatchAny, PointWrite, Range, StoredPoint
+from store.protocol import (
+    VECTOR_NAMES,
+    Condition,
+    Filter,
+    Match,
+    MatchAny,
+    PointWrite,
+    Range,
+    StoredPoint,
+    check_weights,
+)
 
 FORMAT_VERSION = 1
 """Version of the layout Vitrine writes (collection record, aliases file); bumped on incompatible change."""
@@ -119,20 +129,6 @@ def check_encoder(name: str, record: CollectionRecord, *, encoder: str, dim: int
             f"(VITRINE_EMBED__MODEL), or rebuild the collection with the new encoder"
         )
     check_weights(name, record.encoder, built=record.weights, now=weights)
-
-
-def check_weights(name: str, encoder: str, *, built: str, now: str) -> None:
-    """Refuse a collection whose encoder's weights changed since it was built (both ids known).
-
-    Raises:
-        EncoderMismatch: the ids differ.
-    """
-    if built and now and built != now:
-        raise EncoderMismatch(
-            f"collection {name!r} was built with other weights of encoder {encoder!r} (weights {built}, now "
-            f"{now}): the model's files changed since, and its vectors would not match the new ones; index "
-            "into a new collection (--collection NAME) or a fresh VITRINE_HOME, or restore the old weights"
-        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from common.errors import EncoderMismatch
 from common.product import RESERVED_FIELD
 
 IMAGE = "image"
@@ -79,6 +80,20 @@ class CollectionInfo:
     count: int
     weights: str = ""
     """The weights id the collection was built with ("" when unknown or pinned by the encoder's name)."""
+
+
+def check_weights(name: str, encoder: str, *, built: str, now: str) -> None:
+    """Refuse a collection whose encoder's weights changed since it was built (both ids known).
+
+    Raises:
+        EncoderMismatch: the ids differ.
+    """
+    if built and now and built != now:
+        raise EncoderMismatch(
+            f"collection {name!r} was built with other weights of encoder {encoder!r} (weights {built}, now "
+            f"{now}): the model's files changed since, and its vectors would not match the new ones; index "
+            "into a new collection (--collection NAME) or a fresh VITRINE_HOME, or restore the old weights"
+        )
 
 
 @dataclass
