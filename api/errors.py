@@ -20,9 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from common.errors import (
     BackendUnavailable,
     EncoderMismatch,
+    FetchFailed,
     ImageTooLarge,
     InvalidInput,
     NotFound,
+    UnsafeURL,
     UnsupportedImage,
     VitrineError,
 )
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_OF: tuple[tuple[type[VitrineError], int], ...] = (
+    (UnsafeURL, 400),  # an image URL on a non-public address
+    (FetchFailed, 400),  # an image URL that could not be fetched
     (UnsupportedImage, 415),
     (ImageTooLarge, 413),
     (InvalidInput, 422),  # InvalidQuery included
@@ -121,6 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
+    400: "An image URL that is refused (not a public address) or cannot be fetched",
     404: "Not found",
     409: "The collection was built with another encoder",
     413: "Upload over the size or pixel limit",

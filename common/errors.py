@@ -31,6 +31,35 @@ class ImageTooLarge(InvalidInput):
     """An image over the byte or pixel limit (decompression bombs included)."""
 
 
+class UnsafeURL(InvalidInput):
+    """A URL Vitrine refuses to fetch: not http(s), or a host on an address that is not public.
+
+    Loopback, private, link-local, cloud-metadata and reserved addresses are refused unless
+    ``VITRINE_FETCH__ALLOW_HOSTS`` permits the host or the address.
+    """
+
+
+class FetchFailed(InvalidInput):
+    """A URL that could not be fetched: a timeout, a connection error, an HTTP error, too many redirects.
+
+    Attributes:
+        url: the URL as given (before redirects).
+        reason: what went wrong, without the URL.
+        retryable: whether trying again later may help (timeouts, connection errors, HTTP 429 and 5xx).
+        retry_after: the server's ``Retry-After``, in seconds, when it sent one.
+    """
+
+    def __init__(self, url: str, reason: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(f"URL {url!r}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[FetchFailed], tuple[str, str], dict[str, object]]:
+        return type(self), (self.url, self.reason), self.__dict__
+
+
 class NotFound(VitrineError):
     """A product, collection or file that does not exist."""
 

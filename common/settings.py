@@ -90,14 +90,65 @@ class IndexerSettings(_Group):
                                           "the catalog's own folder.")
 
 
+class FetchSettings(_Group):
+    """Downloads from URLs given by others (query image_url, catalog images): the address policy and limits."""
+
+    allow_hosts: tuple[str, ...] = Field(
+        (), description="Hosts that may be fetched although they are not public (only public addresses are "
+        "fetched otherwise: loopback, private, link-local, cloud-metadata and reserved ones are refused): "
+        "hostnames (cdn.internal), subdomain wildcards (*.cdn.internal), addresses or CIDR networks "
+        "(10.20.0.0/16). Applies to query image URLs and catalog image URLs.")
+    max_bytes: int = Field(10_000_000, ge=1024, description="Largest image a query's image URL may download, "
+                           "bytes (catalog images: VITRINE_INDEXER__MAX_IMAGE_BYTES).")
+    timeout_s: float = Field(10.0, gt=0, le=600, description="Time limit of fetching a query's image URL, "
+                             "redirects included, seconds (catalog images: VITRINE_INDEXER__FETCH_TIMEOUT_S).")
+    max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed, each one checked again against "
+                               "the address policy (query and catalog image URLs).")
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _check_allow_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from common.netpolicy import Allowlist
+
+        Allowlist.parse(value)  # raises ValueError naming the bad entry
+        return value
+
+
 class SearchSettings(_Group):
     """Query defaults."""
 
     w_image: float = Field(0.6, ge=0, le=1, description="Weight of the image index in the fused score.")
     w_text: float = Field(0.4, ge=0, le=1, description="Weight of the text index in the fused score.")
+    w_lexical: float = Field(0.2, ge=0, le=1, description="Weight of the lexical (BM25) match in the fused "
+                             "score; its scores are divided by the best one among the candidates first.")
+    w_all_words: float = Field(0.2, ge=0, le=1, description="Added to the fused score of a product whose text "
+                               "holds every word of the query (an exact brand, SKU or model-number match); only "
+                               "when the lexical match is on.")
+    negative_weight: float = Field(-0.5, ge=-1, lt=0, description="Weight of a query part given as 'not ...' "
+                                   "(`vitrine search --not`, `not` in the web page).")
+    group_variants: bool = Field(True, description="Collapse products sharing a group_id into one result.")
+    no_match_below: float = Field(0.95, ge=0, le=1, description="A search whose best result's relevance "
+                                  "is under this says no_good_match (relevance: docs/relevance.md).")
+    cache_size: int = Field(4096, ge=0, le=1_000_000, description="Query embeddings kept in the LRU cache "
+                            "(0: no cache).")
     candidates: int = Field(100, ge=1, le=10_000, description="Candidates taken from each index before fusion.")
     max_limit: int = Field(100, ge=1, le=1000, description="Largest page size a request may ask for.")
     max_offset: int = Field(10_000, ge=0, description="Deepest offset a request may ask for.")
+    dedup_threshold: float = Field(0.97, gt=0, le=1, description="Image cosine similarity at or above which "
+                                   "`vitrine dedup` takes two products for near-duplicates.")
+    similar_k: int = Field(20, ge=1, le=1000, description="Neighbours per product `vitrine similar --all` "
+                           "precomputes.")
+
+
+class TagSettings(_Group):
+    """Zero-shot attribute tags: scored at ingestion from the image vectors, boosted at query time (docs/tags.md)."""
+
+    vocabulary: Path | None = Field(None, description="Vocabulary file (TOML or JSON) of the attributes and "
+                                    "values to tag products with; unset: no tagging.")
+    logit_scale: float = Field(100.0, gt=0, le=1000, description="Multiplier of the cosine similarities "
+                               "before the softmax over an attribute's values (CLIP's is 100).")
+    boost: float = Field(0.1, ge=0, le=1, description="Score added at query time to products tagged with a "
+                         "value the query names.")
 
 
 class ApiSettings(_Group):
@@ -123,8 +174,10 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     store: StoreSettings = StoreSettings()
     indexer: IndexerSettings = IndexerSettings()
+    fetch: FetchSettings = FetchSettings()
     search: SearchSettings = SearchSettings()
     api: ApiSettings = ApiSettings()
+    tags: TagSettings = TagSettings()
 
     @classmethod
     def settings_customise_sources(

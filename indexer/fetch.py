@@ -4,12 +4,14 @@ Local paths are relative to the catalog file's folder (absolute paths are fine t
 points, after resolving ``..`` and symlinks it must land inside the catalog's folder or one of
 ``settings.indexer.image_roots``: a catalog cannot make the indexer read ``/etc/passwd``.
 
-URLs are fetched with httpx: a total time limit per attempt (``fetch_timeout_s``), redirects followed (at
-most 5), retries with exponential backoff and jitter on connection errors, timeouts, 429 and 5xx
-(a ``Retry-After`` header is honoured, up to `MAX_RETRY_AFTER_S`), a byte cap enforced while streaming
-(``max_image_bytes``), and a content-type check: ``image/*`` is accepted, as are
-``application/octet-stream`` and a missing header (object stores often send those; the decoder has the
-last word). Any other scheme (``file:``, ``ftp:``, ``data:``, ``s3:``...) is refused.
+URLs are fetched by `common.netfetch.SafeClient`, under its address policy: hosts that resolve to loopback,
+private, link-local, cloud-metadata or other non-public addresses are refused unless
+``VITRINE_FETCH__ALLOW_HOSTS`` allows them (an internal CDN), and every redirect is checked again (at most
+``VITRINE_FETCH__MAX_REDIRECTS``). On top of it: a total time limit per attempt (``fetch_timeout_s``), retries
+with exponential backoff and jitter on connection errors, timeouts, 429 and 5xx (a ``Retry-After`` header is
+honoured, up to `MAX_RETRY_AFTER_S`), a byte cap enforced while streaming (``max_image_bytes``), and a
+content-type check (`common.netfetch.is_image_type`). Any other scheme (``file:``, ``ftp:``, ``data:``,
+``s3:``...) is refused.
 
 Every failure raises a `common.errors.VitrineError` whose message names the image; the pipeline reports
 it against the row.
@@ -29,14 +31,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from common.errors import BackendUnavailable, ImageTooLarge, InvalidInput, UnsupportedImage
-from common.settings import IndexerSettings
+from common.errors import BackendUnavailable, FetchFailed, ImageTooLarge, InvalidInput, UnsupportedImage
+from common.netfetch import FetchPolicy, SafeClient, is_image_type
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-MAX_REDIRECTS = 5
 MAX_RETRY_AFTER_S = 30.0
-_NEUTRAL_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 _URL_SCHEMES = frozenset({"http", "https"})
 
 
@@ -53,12 +54,22 @@ class FetchConfig:
     max_bytes: int = 20_000_000
     backoff_s: float = 0.5
     """First retry delay; doubled on each retry (with jitter), capped at `MAX_RETRY_AFTER_S`."""
+    allow_hosts: tuple[str, ...] = ()
+    """Non-public hosts and networks URLs may point at (``VITRINE_FETCH__ALLOW_HOSTS``)."""
+    max_redirects: int = 5
 
     @classmethod
-    def from_settings(cls, settings: IndexerSettings, *, base_dir: Path) -> FetchConfig:
-        """The fetch configuration of a catalog in ``base_dir`` under ``settings``."""
-        return cls(base_dir=base_dir, roots=tuple(settings.image_roots), timeout_s=settings.fetch_timeout_s,
-                   retries=settings.fetch_retries, max_bytes=settings.max_image_bytes)
+    def from_settings(cls, settings: Settings, *, base_dir: Path) -> FetchConfig:
+        """The fetch configuration of a catalog in ``base_dir`` under ``settings`` (indexer and fetch groups)."""
+        options = settings.indexer
+        return cls(base_dir=base_dir, roots=tuple(options.image_roots), timeout_s=options.fetch_timeout_s,
+                   retries=options.fetch_retries, max_bytes=options.max_image_bytes,
+                   allow_hosts=tuple(settings.fetch.allow_hosts), max_redirects=settings.fetch.max_redirects)
+
+    def policy(self) -> FetchPolicy:
+        """The address policy and limits of one download attempt."""
+        return FetchPolicy(allow_hosts=self.allow_hosts, max_bytes=self.max_bytes, timeout_s=self.timeout_s,
+                           max_redirects=self.max_redirects, max_bytes_setting="VITRINE_INDEXER__MAX_IMAGE_BYTES")
 
 
 def is_url(ref: str) -> bool:
@@ -128,7 +139,7 @@ class ImageFetcher:
     def __init__(self, config: FetchConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self._sleep = sleep
-        self._client: httpx.Client | None = None
+        self._client: SafeClient | None = None
 
     def __enter__(self) -> ImageFetcher:
         return self
@@ -144,18 +155,18 @@ class ImageFetcher:
             self._client = None
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> SafeClient:
         """The HTTP client, created on first use."""
         if self._client is None:
-            self._client = httpx.Client(timeout=self.config.timeout_s, follow_redirects=True,
-                                        max_redirects=MAX_REDIRECTS,
-                                        headers={"User-Agent": "vitrine-indexer", "Accept": "image/*"})
+            self._client = SafeClient(self.config.policy(),
+                                      headers={"User-Agent": "vitrine-indexer", "Accept": "image/*"})
         return self._client
 
     def fetch(self, ref: str) -> bytes:
         """The bytes of the image ``ref`` (a path or an http(s) URL).
 
         Raises:
+            UnsafeURL: a URL (or a redirect) to a host on a non-public address that is not allowlisted.
             InvalidInput: refused path or scheme, missing file, HTTP 4xx, bad redirect.
             ImageTooLarge: over ``max_bytes``.
             UnsupportedImage: served with a content type that is not an image.
@@ -215,27 +226,13 @@ class ImageFetcher:
     def _get_once(self, url: str) -> bytes:
         deadline = time.monotonic() + self.config.timeout_s
         try:
-            with self.client.stream("GET", url) as response:
+            with self.client.open(url, deadline=deadline) as response:
                 self._check_response(url, response)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.config.max_bytes:
-                        raise ImageTooLarge(f"image {url!r} is over the limit of {self.config.max_bytes} "
-                                            "bytes (stopped reading; VITRINE_INDEXER__MAX_IMAGE_BYTES)")
-                    if time.monotonic() > deadline:
-                        raise _RetryableError(f"download took longer than {self.config.timeout_s:g} s")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.TooManyRedirects as e:
-            raise InvalidInput(f"image {url!r}: more than {MAX_REDIRECTS} redirects") from e
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
-            raise InvalidInput(f"image {url!r}: cannot be fetched ({e}); only http(s) is supported") from e
-        except httpx.TimeoutException as e:
-            raise _RetryableError(f"timed out after {self.config.timeout_s:g} s ({type(e).__name__})") from e
-        except httpx.TransportError as e:
-            raise _RetryableError(f"{type(e).__name__}: {e}") from e
+                return self.client.read(response, url=url, deadline=deadline)
+        except FetchFailed as e:  # UnsafeURL, too many redirects and the like are final: no retry
+            if e.retryable:
+                raise _RetryableError(e.reason, e.retry_after) from e
+            raise
 
     def _check_response(self, url: str, response: httpx.Response) -> None:
         status = response.status_code
@@ -248,7 +245,7 @@ class ImageFetcher:
             raise InvalidInput(f"image {url!r}: HTTP {status} {response.reason_phrase}; expected 200 with "
                                "the image")
         kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if not kind.startswith("image/") and kind not in _NEUTRAL_TYPES:
+        if not is_image_type(kind):
             raise UnsupportedImage(f"image {url!r} is served as {kind!r}, not as an image (expected image/*)")
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self.config.max_bytes:

@@ -165,7 +165,7 @@ def load_catalog(path: Path, *, settings: Settings, group_by: str = "category", 
     if not refs:
         raise InvalidInput(f"catalog {str(path)!r} has no product with both an image and some text to "
                            "train on")
-    fetch_config = FetchConfig.from_settings(settings.indexer, base_dir=path.resolve().parent)
+    fetch_config = FetchConfig.from_settings(settings, base_dir=path.resolve().parent)
     max_pixels = settings.indexer.max_image_pixels
 
     def load(i: int) -> Image.Image:

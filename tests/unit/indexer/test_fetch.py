@@ -1,4 +1,5 @@
-"""Image fetching: local paths confined to allowed folders, and http(s) against a real loopback server."""
+"""Image fetching: local paths confined to allowed folders, and http(s) against a real loopback server (allowed
+by the fetch allowlist; refused without it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import BackendUnavailable, ImageTooLarge, InvalidInput, UnsupportedImage
+from common.errors import BackendUnavailable, ImageTooLarge, InvalidInput, UnsafeURL, UnsupportedImage
+from common.settings import load_settings
 from indexer.fetch import FetchConfig, ImageFetcher, parse_retry_after, resolve_local_path
 
 IMAGE = b"\xff\xd8\xff\xe0 pretend jpeg bytes"
@@ -71,6 +73,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send(302, b"", {"Location": "/loop"})
         elif self.path == "/to-file":
             self.send(302, b"", {"Location": "file:///etc/passwd"})
+        elif self.path.startswith("/to-loopback/"):  # /to-loopback/PORT: the same server by its address
+            self.send(302, b"", {"Location": f"http://127.0.0.1:{self.path.rsplit('/', 1)[1]}/ok.jpg"})
         else:
             self.send(404)
 
@@ -95,7 +99,8 @@ class Sleeps(list[float]):
 
 def fetcher(tmp_path: Path, sleeps: Sleeps | None = None, **config: object) -> ImageFetcher:
     Handler.hits.clear()
-    options: dict[str, object] = {"timeout_s": 5.0, "retries": 3, "max_bytes": 4096, "backoff_s": 0.1}
+    options: dict[str, object] = {"timeout_s": 5.0, "retries": 3, "max_bytes": 4096, "backoff_s": 0.1,
+                                  "allow_hosts": ("127.0.0.1/32",)}  # the test server is on loopback
     options |= config
     return ImageFetcher(FetchConfig(base_dir=tmp_path, **options),  # type: ignore[arg-type]
                         sleep=sleeps if sleeps is not None else Sleeps())
@@ -171,6 +176,33 @@ def test_bad_redirects(server: str, tmp_path: Path) -> None:
             f.fetch(f"{server}/loop")
         with pytest.raises(InvalidInput, match="only http"):
             f.fetch(f"{server}/to-file")
+
+
+def test_non_public_addresses_are_refused_without_the_allowlist(server: str, tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    with fetcher(tmp_path, sleeps, allow_hosts=()) as f, \
+            pytest.raises(UnsafeURL, match=r"host '127\.0\.0\.1' is a loopback address; allow it with "
+                                           "VITRINE_FETCH__ALLOW_HOSTS"):
+        f.fetch(f"{server}/ok.jpg")
+    assert sleeps == [] and Handler.hits == {}  # refused before connecting, and not retried
+
+
+def test_redirects_are_checked_against_the_allowlist(server: str, tmp_path: Path) -> None:
+    port = server.rsplit(":", 1)[1]
+    with fetcher(tmp_path, allow_hosts=("localhost",)) as f:
+        assert f.fetch(f"http://localhost:{port}/redirect") == IMAGE
+        with pytest.raises(UnsafeURL, match=r"redirected to 'http://127\.0\.0\.1:\d+/ok\.jpg'\) refused: host "
+                                            r"'127\.0\.0\.1' is a loopback address"):
+            f.fetch(f"http://localhost:{port}/to-loopback/{port}")
+
+
+def test_config_from_settings(tmp_path: Path) -> None:
+    settings = load_settings(fetch={"allow_hosts": ["cdn.internal"], "max_redirects": 2},
+                             indexer={"max_image_bytes": 5000, "fetch_timeout_s": 3.0})
+    config = FetchConfig.from_settings(settings, base_dir=tmp_path)
+    assert (config.allow_hosts, config.max_redirects, config.max_bytes, config.timeout_s) == \
+        (("cdn.internal",), 2, 5000, 3.0)
+    assert config.policy().allow.allows_host("cdn.internal")
 
 
 def test_connection_refused_is_retried(tmp_path: Path) -> None:
