@@ -14,7 +14,7 @@ _POINT_NAMESPACE = uuid.UUID("6f1c1f1e-9a57-4c4e-8f3a-7f0d2b9e5a11")
 MAX_ID_LENGTH = 512
 RESERVED_FIELD = "_vitrine"
 """Payload key Vitrine keeps its own bookkeeping under; a catalog may not use it."""
-_TEXT_FIELDS = ("title", "description", "category", "brand", "currency", "url", "image")
+_TEXT_FIELDS = ("title", "description", "category", "brand", "currency", "url", "image", "group_id")
 _TRUE = {"true", "1", "yes", "y", "t", "in stock", "instock"}
 _FALSE = {"false", "0", "no", "n", "f", "out of stock", "outofstock"}
 
@@ -26,6 +26,7 @@ FILTERABLE_FIELDS: dict[str, str] = {
     "currency": "keyword",
     "price": "float",
     "in_stock": "bool",
+    "group_id": "keyword",
 }
 
 
@@ -54,6 +55,8 @@ class Product(BaseModel):
     brand: str | None = None
     in_stock: bool | None = None
     url: str | None = None
+    group_id: str | None = Field(None, max_length=MAX_ID_LENGTH, description="Products sharing it are variants "
+                                 "of one article (sizes, colours); search shows them as one result.")
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -61,8 +64,9 @@ class Product(BaseModel):
     def _blank_is_absent(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if RESERVED_FIELD in data:
-            raise ValueError(f"field {RESERVED_FIELD!r} is reserved for Vitrine's own bookkeeping; rename it")
+        reserved = [k for k in data if isinstance(k, str) and k.startswith(RESERVED_FIELD)]
+        if reserved:  # `_vitrine` and every `_vitrine...` key (the stored neighbours): search hides them all
+            raise ValueError(f"field {reserved[0]!r} is reserved for Vitrine's own bookkeeping; rename it")
         data = {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in data.items()}
         if data.get("id") is None:
             raise ValueError("id is required: expected a non-empty string or integer")

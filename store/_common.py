@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,9 @@ from numpy.typing import NDArray
 from common.errors import EncoderMismatch, InvalidInput, InvalidQuery
 from common.product import point_id
 from store.protocol import (
+    PAYLOAD_INDEX_KINDS,
     VECTOR_NAMES,
+    Boost,
     Condition,
     Filter,
     Match,
@@ -50,11 +52,13 @@ class CollectionRecord:
     weights: str = ""
     """The encoder's ``weights_id`` when the collection was created ("" when the name pins the weights, or for
     collections made before Vitrine recorded it)."""
+    lexical: bool = True
+    """Whether the collection has the sparse ``lexical`` vector (false for collections made before it)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
         return {"format": FORMAT_VERSION, "alias": self.alias, "encoder": self.encoder, "dim": self.dim,
-                "weights": self.weights, "created": self.created}
+                "weights": self.weights, "lexical": self.lexical, "created": self.created}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str) -> CollectionRecord:
@@ -73,7 +77,8 @@ class CollectionRecord:
                              "(written by a newer Vitrine?)")
         try:
             return cls(alias=str(data["alias"]), encoder=str(data["encoder"]), dim=int(data["dim"]),
-                       created=str(data.get("created", "")), weights=str(data.get("weights") or ""))
+                       created=str(data.get("created", "")), weights=str(data.get("weights") or ""),
+                       lexical=data.get("lexical") is True)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: record {dict(data)!r} lacks alias, encoder or dim") from e
 
@@ -213,6 +218,54 @@ def check_product_ids(product_ids: Sequence[str]) -> list[str]:
     return list(product_ids)
 
 
+@dataclass(frozen=True)
+class PayloadUpdate:
+    """One checked `VectorStore.update_payload` entry: the keys to set on one existing point."""
+
+    point_id: str
+    product_id: str
+    payload: dict[str, Any]
+
+
+def check_payload_updates(payloads: Mapping[str, Mapping[str, Any]]) -> list[PayloadUpdate]:
+    """Validate the entries of an ``update_payload`` call before any is written (payloads are copied).
+
+    Raises:
+        InvalidInput: ``payloads`` is not a mapping, an empty product id, a payload that is not a dict, or a
+            payload ``id`` that differs from its product id.
+    """
+    if not isinstance(payloads, Mapping):
+        raise InvalidInput(f"payload updates {payloads!r} must be a mapping of product id to payload keys")
+    updates = []
+    for pid, payload in payloads.items():
+        if not isinstance(pid, str) or not pid:
+            raise InvalidInput(f"product id {pid!r} is not a non-empty string")
+        if not isinstance(payload, Mapping):
+            raise InvalidInput(f"payload of product {pid!r} is a {type(payload).__name__}, not a dict")
+        if payload.get("id", pid) != pid:
+            raise InvalidInput(f"payload id {payload['id']!r} differs from product id {pid!r}")
+        updates.append(PayloadUpdate(point_id(pid), pid, dict(payload)))
+    return updates
+
+
+def check_vector_selection(with_vectors: bool | Sequence[str]) -> bool | list[str]:
+    """A ``with_vectors`` argument checked: a bool as is, vector names as a list (empty means none: False).
+
+    Raises:
+        InvalidInput: an unknown vector name, or a single string instead of a list of names.
+    """
+    if isinstance(with_vectors, bool):
+        return with_vectors
+    if isinstance(with_vectors, str) or not isinstance(with_vectors, Sequence):
+        raise InvalidInput(f"with_vectors {with_vectors!r} must be True, False or a list of vector names, "
+                           f"e.g. [{VECTOR_NAMES[0]!r}]")
+    names = list(dict.fromkeys(with_vectors))
+    unknown = [n for n in names if n not in VECTOR_NAMES]
+    if unknown:
+        raise InvalidInput(f"vector names {unknown!r} are unknown; expected some of {list(VECTOR_NAMES)}")
+    return names or False
+
+
 def check_filter(filter: Filter | None) -> Filter | None:
     """Validate a filter; an empty one becomes None.
 
@@ -283,3 +336,78 @@ def stored_points(records: Sequence[Any], *, with_vectors: bool) -> list[StoredP
 def order_by_request(asked: Sequence[str], found: Mapping[str, Any]) -> list[Any]:
     """Items of ``found`` in the order of the keys ``asked``, absent ones left out."""
     return [found[pid] for pid in asked if pid in found]
+
+
+def check_limit(limit: int) -> int:
+    """A result count checked.
+
+    Raises:
+        InvalidQuery: not an integer of at least 1.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidQuery(f"limit {limit!r} must be a positive integer")
+    return limit
+
+
+def check_boosts(boosts: Sequence[Boost]) -> tuple[Boost, ...]:
+    """Score boosts checked: each an equality on a field with a string, integer or boolean, and a finite weight.
+
+    Raises:
+        InvalidQuery: anything else.
+    """
+    for boost in boosts:
+        if not isinstance(boost, Boost) or not isinstance(boost.condition, Match):
+            raise InvalidQuery(f"boost {boost!r} is not a Boost on a Match condition")
+        _check_condition(boost.condition)
+        if isinstance(boost.condition.value, float):
+            raise InvalidQuery(f"boost on {boost.condition.field!r} matches the number "
+                               f"{boost.condition.value!r}; boosts match strings, integers or booleans")
+        weight = boost.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise InvalidQuery(f"boost weight {weight!r} of {boost.condition.field!r} is not a finite number")
+    return tuple(boosts)
+
+
+def check_examples(vectors: Sequence[NDArray[np.float32]], *, dim: int, what: str) -> list[NDArray[np.float32]]:
+    """Example vectors of a recommendation, checked like query vectors.
+
+    Raises:
+        InvalidQuery: a vector of the wrong shape, non-finite or all zeros.
+    """
+    out = []
+    for i, vector in enumerate(vectors):
+        try:
+            out.append(_as_vector(vector, dim=dim, what=f"{what} example {i}"))
+        except InvalidInput as e:
+            raise InvalidQuery(str(e)) from e
+    return out
+
+
+FIELD_PATTERN = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+
+
+def check_payload_index(field: str, kind: str) -> None:
+    """Refuse a payload index the store cannot make.
+
+    Raises:
+        InvalidInput: ``kind`` is not one of `PAYLOAD_INDEX_KINDS`, or ``field`` is not dotted names of
+            letters, digits and ``_``.
+    """
+    if kind not in PAYLOAD_INDEX_KINDS:
+        raise InvalidInput(f"payload index kind {kind!r} is unknown; expected one of {list(PAYLOAD_INDEX_KINDS)}")
+    if not isinstance(field, str) or not FIELD_PATTERN.match(field):
+        raise InvalidInput(f"payload field {field!r} cannot be indexed; expected names of letters, digits and "
+                           "'_', joined by '.' (tags.colour)")
+
+
+def check_facet(field: str, limit: int, *, indexed: Iterable[str]) -> None:
+    """Refuse a facet on a field without a payload index, or a bad limit.
+
+    Raises:
+        InvalidQuery: the field is not indexed (the message lists the ones that are), or ``limit`` < 1.
+    """
+    check_limit(limit)
+    known = sorted(indexed)
+    if field not in known:
+        raise InvalidQuery(f"field {field!r} cannot be counted: it has no payload index; facetable fields are "
+                           f"{known}")

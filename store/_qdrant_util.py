@@ -61,12 +61,13 @@ def to_qdrant_filter(filter: Filter | None) -> models.Filter | None:
     checked = check_filter(filter)
     if checked is None:
         return None
-    must: list[models.Condition] = [_condition(c) for c in checked.must]
-    must_not: list[models.Condition] = [_condition(c) for c in checked.must_not]
+    must: list[models.Condition] = [condition(c) for c in checked.must]
+    must_not: list[models.Condition] = [condition(c) for c in checked.must_not]
     return models.Filter(must=must or None, must_not=must_not or None)
 
 
-def _condition(c: Condition) -> models.FieldCondition:
+def condition(c: Condition) -> models.FieldCondition:
+    """One condition as qdrant-client's (already checked by `to_qdrant_filter` or `check_boosts`)."""
     if isinstance(c, Match):
         if isinstance(c.value, float):
             return models.FieldCondition(key=c.field, range=models.Range(gte=c.value, lte=c.value))

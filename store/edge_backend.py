@@ -20,22 +20,40 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from common.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, InvalidQuery, NotFound
 from common.product import point_id
 from common.settings import StoreSettings
 from store._common import (
+    check_boosts,
     check_dim,
     check_encoder,
+    check_examples,
+    check_facet,
     check_filter,
+    check_limit,
     check_name,
+    check_payload_index,
+    check_payload_updates,
     check_points,
     check_product_ids,
     check_query,
+    check_vector_selection,
     order_by_request,
     stored_points,
 )
 from store.edge_collections import EdgeCollection, EdgeCollections
-from store.protocol import CollectionInfo, Condition, Filter, Match, MatchAny, PointWrite, StoredPoint
+from store.lexical import LEXICAL, document_vector, query_vector
+from store.protocol import (
+    Boost,
+    CollectionInfo,
+    Condition,
+    FacetCount,
+    Filter,
+    Match,
+    MatchAny,
+    PointWrite,
+    StoredPoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +113,16 @@ class EdgeStore:
         """
         self._collections.drop(name)
 
+    def ensure_payload_index(self, name: str, field: str, kind: str) -> None:
+        """Index payload ``field`` (dotted paths reach in) as ``kind``; idempotent (see `VectorStore`).
+
+        Raises:
+            NotFound: no such collection.
+            InvalidInput: an unknown kind or a bad field name.
+        """
+        check_payload_index(field, kind)
+        self._collections.ensure_index(self._collections.get(name), field, kind)
+
     def optimize(self, name: str) -> None:
         """Merge segments and build the HNSW and payload indexes now (minutes for 100k+ products)."""
         opened = self._collections.get(name)
@@ -118,8 +146,8 @@ class EdgeStore:
         checked = check_points(points, dim=opened.record.dim)
         if not checked:
             return
-        edge_points = [qe.Point(p.point_id, {k: v.tolist() for k, v in p.vectors.items()}, p.payload)
-                       for p in checked]
+        edge_points = [qe.Point(p.point_id, _edge_vectors(p.vectors, p.payload, lexical=opened.record.lexical),
+                                p.payload) for p in checked]
         with self._collections.engine(f"upserting {len(checked)} points into {name!r}"):
             opened.shard.update(qe.UpdateOperation.upsert_points(edge_points))
 
@@ -143,6 +171,41 @@ class EdgeStore:
                                "not found")
             for p in checked:
                 opened.shard.update(qe.UpdateOperation.overwrite_payload([p.point_id], p.payload))
+                if opened.record.lexical:
+                    self._write_lexical(opened, p.point_id, p.payload)
+
+    def update_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Set the given top-level keys on existing products, keeping their other keys and vectors.
+
+        Raises:
+            NotFound: some product ids are not in the collection (nothing is written); the message lists them.
+            InvalidInput: an empty product id, a payload that is not a dict, or an ``id`` that differs.
+        """
+        updates = check_payload_updates(payloads)
+        opened = self._collections.get(name)
+        if not updates:
+            return
+        with self._collections.engine(f"updating payloads in {name!r}"):
+            records = opened.shard.retrieve([u.point_id for u in updates], with_payload=False, with_vector=False)
+            found = {str(r.id) for r in records}
+            missing = [u.product_id for u in updates if u.point_id not in found]
+            if missing:
+                raise NotFound(f"cannot update the payload of products {missing[:10]!r}"
+                               f"{f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''} in "
+                               f"collection {name!r}: not found")
+            for u in updates:
+                if u.payload:
+                    opened.shard.update(qe.UpdateOperation.set_payload([u.point_id], u.payload))
+
+    @staticmethod
+    def _write_lexical(opened: EdgeCollection, pid: str, payload: Mapping[str, Any]) -> None:
+        """Rebuild one product's lexical vector from its new payload (removed when it has no text)."""
+        sparse = document_vector(payload)
+        if sparse:
+            vector = qe.SparseVector(sparse.indices, sparse.values)
+            opened.shard.update(qe.UpdateOperation.update_vectors([qe.PointVectors(pid, {LEXICAL: vector})]))
+        else:
+            opened.shard.update(qe.UpdateOperation.delete_vectors([pid], [LEXICAL]))
 
     def delete(self, name: str, product_ids: Sequence[str]) -> None:
         """Remove products; ids not present are ignored."""
@@ -177,22 +240,32 @@ class EdgeStore:
         filter: Filter | None = None,
         with_vectors: bool = False,
         exact: bool = False,
+        boosts: Sequence[Boost] = (),
     ) -> list[StoredPoint]:
-        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine).
+        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine); with ``boosts``,
+        by cosine plus the boosts each matches (see `VectorStore.search`).
 
         Raises:
-            InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, or a bad filter.
+            InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, a bad filter or boost.
         """
         opened = self._collections.get(name)
         query = check_query(vector, using=using, limit=limit, dim=opened.record.dim)
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(query.tolist(), using=using),
-            filter=to_edge_filter(filter),
-            with_payload=True,
-            with_vector=with_vectors,
-            params=qe.SearchParams(hnsw_ef=self._settings.hnsw_ef, exact=exact),
-        )
+        checked_boosts = check_boosts(boosts)
+        edge_filter = to_edge_filter(filter)
+        params = qe.SearchParams(hnsw_ef=self._settings.hnsw_ef, exact=exact)
+        nearest = qe.Query.Nearest(query.tolist(), using=using)
+        if checked_boosts:
+            pools = [edge_filter, *_boost_pools(edge_filter, checked_boosts)]
+            request = qe.QueryRequest(
+                limit=limit,
+                prefetches=[qe.Prefetch(limit=limit, query=nearest, params=params, filter=f) for f in pools],
+                query=_boost_formula(checked_boosts, len(pools)),
+                with_payload=True,
+                with_vector=with_vectors,
+            )
+        else:
+            request = qe.QueryRequest(limit=limit, query=nearest, filter=edge_filter, with_payload=True,
+                                      with_vector=with_vectors, params=params)
         with self._collections.engine(f"searching {name!r}"):
             scored = opened.shard.query(request)
         return stored_points(scored, with_vectors=with_vectors)
@@ -224,6 +297,94 @@ class EdgeStore:
             scored = opened.shard.query(request)
         return {asked[str(p.id)]: float(p.score) for p in scored}
 
+    def lexical_search(
+        self, name: str, *, text: str, limit: int, filter: Filter | None = None
+    ) -> list[StoredPoint]:
+        """Products sharing words with ``text``, best BM25 score first (see `VectorStore.lexical_search`).
+
+        Raises:
+            InvalidQuery: bad limit or filter.
+        """
+        check_limit(limit)
+        opened = self._collections.get(name)
+        sparse = query_vector(text)
+        if not sparse or not opened.record.lexical:
+            return []
+        request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values),
+                                                                      using=LEXICAL),
+                                  filter=to_edge_filter(filter), with_payload=True, with_vector=False)
+        with self._collections.engine(f"searching {name!r} by words"):
+            scored = opened.shard.query(request)
+        return stored_points(scored, with_vectors=False)
+
+    def lexical_score(self, name: str, *, text: str, product_ids: Sequence[str]) -> dict[str, float]:
+        """BM25 score of ``text`` for each listed product sharing a word with it."""
+        asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
+        opened = self._collections.get(name)
+        sparse = query_vector(text)
+        if not asked or not sparse or not opened.record.lexical:
+            return {}
+        request = qe.QueryRequest(
+            limit=len(asked),
+            query=qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=LEXICAL),
+            filter=qe.Filter(must=[qe.HasIdCondition(set(asked))]),
+            with_payload=False,
+            with_vector=False,
+        )
+        with self._collections.engine(f"scoring {len(asked)} products of {name!r} by words"):
+            scored = opened.shard.query(request)
+        return {asked[str(p.id)]: float(p.score) for p in scored}
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[NDArray[np.float32]],
+        negative: Sequence[NDArray[np.float32]] = (),
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+    ) -> list[StoredPoint]:
+        """The engine's best-score recommendation from example vectors (see `VectorStore.recommend`).
+
+        Raises:
+            InvalidQuery: no positive example, a bad vector, limit or filter.
+        """
+        opened = self._collections.get(name)
+        dim = opened.record.dim
+        if not positive:
+            raise InvalidQuery("a recommendation needs at least one positive example")
+        check_query(positive[0], using=using, limit=limit, dim=dim)
+        pos = [v.tolist() for v in check_examples(positive, dim=dim, what="positive")]
+        neg = [v.tolist() for v in check_examples(negative, dim=dim, what="negative")]
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.RecommendBestScore(qe.RecommendQuery(positives=pos, negatives=neg), using=using),
+            filter=to_edge_filter(filter),
+            with_payload=True,
+            with_vector=False,
+            params=qe.SearchParams(hnsw_ef=self._settings.hnsw_ef),
+        )
+        with self._collections.engine(f"recommending from {name!r}"):
+            scored = opened.shard.query(request)
+        return stored_points(scored, with_vectors=False)
+
+    def facet(self, name: str, field: str, *, filter: Filter | None = None, limit: int = 20) -> list[FacetCount]:
+        """The most common values of an indexed payload field, with exact counts.
+
+        Raises:
+            InvalidQuery: the field has no payload index, or a bad limit or filter.
+        """
+        opened = self._collections.get(name)
+        with self._collections.engine(f"reading the payload indexes of {name!r}"):
+            indexed = opened.shard.info().payload_schema
+        check_facet(field, limit, indexed=indexed)
+        request = qe.FacetRequest(key=field, limit=limit, exact=True, filter=to_edge_filter(filter))
+        with self._collections.engine(f"counting values of {field!r} in {name!r}"):
+            hits = opened.shard.facet(request).hits
+        counts = [FacetCount(_facet_value(hit.value), int(hit.count)) for hit in hits]
+        return sorted(counts, key=lambda c: (-c.count, str(c.value)))
+
     def count(self, name: str, filter: Filter | None = None) -> int:
         """Number of products (matching ``filter``), exactly."""
         opened = self._collections.get(name)
@@ -232,20 +393,27 @@ class EdgeStore:
             return int(opened.shard.count(request))
 
     def scroll(
-        self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024
+        self,
+        name: str,
+        *,
+        fields: Sequence[str] | None = None,
+        batch: int = 1024,
+        with_vectors: bool | Sequence[str] = False,
     ) -> Iterator[StoredPoint]:
-        """Every product (in point id order), payload limited to ``fields`` (and ``id``) when given."""
+        """Every product (in point id order), payload limited to ``fields`` (and ``id``) when given; vectors
+        as ``with_vectors`` asks (all, none, or the named ones)."""
         if batch < 1:
             raise InvalidInput(f"scroll batch {batch!r} must be a positive integer")
+        vectors = check_vector_selection(with_vectors)
         opened = self._collections.get(name)
         with_payload: bool | list[str] = True if fields is None else ["id", *[f for f in fields if f != "id"]]
         offset: Any = None
         while True:
             request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=with_payload,
-                                       with_vector=False)
+                                       with_vector=vectors)
             with self._collections.engine(f"scrolling {name!r}"):
                 records, offset = opened.shard.scroll(request)
-            yield from stored_points(records, with_vectors=False)
+            yield from stored_points(records, with_vectors=bool(vectors))
             if offset is None:
                 return
 
@@ -255,7 +423,52 @@ class EdgeStore:
         with self._collections.engine(f"counting {name!r}"):
             count = int(opened.shard.count(qe.CountRequest(exact=True)))
         return CollectionInfo(name=name, physical=opened.physical, encoder=opened.record.encoder,
-                              dim=opened.record.dim, count=count, weights=opened.record.weights)
+                              dim=opened.record.dim, count=count, weights=opened.record.weights,
+                              lexical=opened.record.lexical)
+
+
+def _edge_vectors(vectors: Mapping[str, NDArray[np.float32]], payload: Mapping[str, Any], *,
+                  lexical: bool) -> dict[str, Any]:
+    """A point's dense vectors as lists, and its lexical vector built from its payload (when it has text)."""
+    out: dict[str, Any] = {k: v.tolist() for k, v in vectors.items()}
+    sparse = document_vector(payload) if lexical else None
+    if sparse:
+        out[LEXICAL] = qe.SparseVector(sparse.indices, sparse.values)
+    return out
+
+
+def _boost_formula(boosts: Sequence[Boost], pools: int) -> qe.Formula:
+    """``best prefetch score + sum(weight * condition)``: the similarity plus each matched boost.
+
+    A candidate may come from any of the ``pools`` prefetches (all score the same cosine); a prefetch that
+    did not find it counts -2, below any cosine, so the ``max`` takes one that did.
+    """
+    scores = [f"$score[{i}]" for i in range(pools)]
+    terms = [qe.Expression.Max([qe.Expression.Variable(v) for v in scores])]
+    terms += [qe.Expression.Mult([qe.Expression.Constant(float(b.weight)),
+                                  qe.Expression.Condition(_edge_condition(b.condition))]) for b in boosts]
+    return qe.Formula(qe.Expression.Sum(terms), defaults=dict.fromkeys(scores, -2.0))
+
+
+def _boost_pools(base: qe.Filter | None, boosts: Sequence[Boost]) -> list[qe.Filter]:
+    """Extra candidate pools of a boosted search: products matching a raised boost, and products matching no
+    lowered one (so pushing some products down leaves enough others to fill the page)."""
+    raised: list[Any] = [_edge_condition(b.condition) for b in boosts if b.weight > 0]
+    lowered: list[Any] = [_edge_condition(b.condition) for b in boosts if b.weight < 0]
+    pools = []
+    if raised:
+        should = qe.Filter(should=raised)
+        pools.append(qe.Filter(must=[should] if base is None else [base, should]))
+    if lowered:
+        pools.append(qe.Filter(must=None if base is None else [base], must_not=lowered))
+    return pools
+
+
+def _facet_value(value: Any) -> str | int | bool:
+    """A facet value as a plain Python value (qdrant-edge wraps keywords)."""
+    if isinstance(value, str | int | bool):
+        return value
+    return str(getattr(value, "value", value))
 
 
 def to_edge_filter(filter: Filter | None) -> qe.Filter | None:

@@ -20,7 +20,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import qdrant_edge as qe
@@ -40,6 +40,7 @@ from store._files import (
     write_aliases,
     write_json_atomic,
 )
+from store.lexical import LEXICAL
 from store.protocol import VECTOR_NAMES
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class EdgeCollections:
             except NotFound:
                 opened = self._create(name, encoder=encoder, dim=dim, weights=weights)
             self._ensure_indexes(opened)
+            if not opened.record.lexical:
+                opened = self._add_lexical(opened)
             return opened
 
     def drop(self, name: str) -> None:
@@ -212,6 +215,7 @@ class EdgeCollections:
             params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
             config = qe.EdgeConfig(
                 vectors=dict.fromkeys(VECTOR_NAMES, params),
+                sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
                 hnsw_config=qe.HnswIndexConfig(m=self._settings.hnsw_m,
                                                ef_construct=self._settings.hnsw_ef_construct,
                                                full_scan_threshold=FULL_SCAN_THRESHOLD_KB),
@@ -234,6 +238,23 @@ class EdgeCollections:
             logger.info("created collection %r (%s, encoder %r, dim %d) in %s", name, physical, encoder, dim,
                         self.folder)
             return opened
+
+    def _add_lexical(self, opened: EdgeCollection) -> EdgeCollection:
+        """Give a collection made before the lexical index its sparse vector (filled as products are written)."""
+        with self.engine(f"adding the lexical index to {opened.physical}"):
+            opened.shard.update(qe.UpdateOperation.create_sparse_vector(LEXICAL, modifier=qe.Modifier.Idf))
+        record = replace(opened.record, lexical=True)
+        write_json_atomic(self._dir(opened.physical) / RECORD_FILE, record.as_dict())
+        upgraded = self._opened[opened.physical] = replace(opened, record=record)
+        logger.info("added the lexical index to collection %s; re-index to fill it", opened.physical)
+        return upgraded
+
+    def ensure_index(self, opened: EdgeCollection, field: str, kind: str) -> None:
+        """Index payload ``field`` as ``kind`` (a key of `_SCHEMA`) unless it already is; another kind is replaced."""
+        with self.engine(f"creating the payload index of {field!r} in {opened.physical}"):
+            existing = opened.shard.info().payload_schema.get(field)
+            if existing is None or existing.data_type != _SCHEMA[kind]:
+                opened.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
 
     def _ensure_indexes(self, opened: EdgeCollection) -> None:
         with self.engine(f"creating the payload indexes of {opened.physical}"):

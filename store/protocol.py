@@ -1,7 +1,8 @@
 """The store's contract, shared by both backends and proven by one conformance suite.
 
 A collection holds one point per product: named dense vectors ``image`` and ``text`` (cosine; either
-may be absent for a product), and the product's fields as payload. The point id is the UUID5 of the
+may be absent for a product), a sparse BM25 vector ``lexical`` derived from the payload by the store itself
+(`store.lexical`), and the product's fields as payload. The point id is the UUID5 of the
 product id (`common.product.point_id`), so writes are idempotent. Each collection records the encoder
 (name and dim) that built it.
 """
@@ -25,7 +26,15 @@ VECTOR_NAMES = (IMAGE, TEXT)
 # Payload key under which Vitrine keeps its own bookkeeping (content hashes); never shown to users.
 STATE_KEY = RESERVED_FIELD
 
+# Payload key of a product's precomputed nearest neighbours (`search.neighbours.precompute_similar`):
+# ``{"ids": [...], "scores": [...], "k": int, "built": iso timestamp}``; never shown to users (search strips every
+# key starting with `STATE_KEY`).
+SIMILAR_KEY = f"{RESERVED_FIELD}_similar"
+
 Scalar = str | int | float | bool
+
+PAYLOAD_INDEX_KINDS = ("keyword", "float", "integer", "bool")
+"""Kinds of payload index `VectorStore.ensure_payload_index` makes."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,40 @@ class CollectionInfo:
     count: int
     weights: str = ""
     """The weights id the collection was built with ("" when unknown or pinned by the encoder's name)."""
+    lexical: bool = True
+    """Whether the collection has the lexical (BM25) index; collections made before it existed lack it until
+    `vitrine index` runs on them again."""
+
+
+@dataclass(frozen=True)
+class Boost:
+    """Add ``weight`` to the score of every product matching ``condition`` (negative: push it down)."""
+
+    condition: Match
+    weight: float
+
+
+def boost_of(payload: Mapping[str, Any], boosts: Sequence[Boost]) -> float:
+    """The sum of the weights of the ``boosts`` whose condition a payload matches (dotted fields reach in).
+
+    It is what the engine added to a boosted search's scores, so subtracting it gives the plain similarity.
+    """
+    total = 0.0
+    for boost in boosts:
+        value: Any = payload
+        for part in boost.condition.field.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None and value == boost.condition.value and type(value) is type(boost.condition.value):
+            total += boost.weight
+    return total
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    """One value of a payload field and the number of products that have it."""
+
+    value: str | int | bool
+    count: int
 
 
 def check_weights(name: str, encoder: str, *, built: str, now: str) -> None:
@@ -152,6 +195,16 @@ class VectorStore(Protocol):
         """Replace the payload of existing points (by product id), keeping their vectors."""
         ...
 
+    def update_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Set the given top-level keys on existing points (by product id), keeping their other keys and vectors.
+
+        Raises:
+            NotFound: some product ids are not in the collection (nothing is written); the message lists them.
+            InvalidInput: an empty product id, a payload that is not a dict, or an ``id`` key that differs from
+                its product id.
+        """
+        ...
+
     def delete(self, name: str, product_ids: Sequence[str]) -> None:
         """Remove products; ids not present are ignored."""
         ...
@@ -172,8 +225,56 @@ class VectorStore(Protocol):
         filter: Filter | None = None,
         with_vectors: bool = False,
         exact: bool = False,
+        boosts: Sequence[Boost] = (),
     ) -> list[StoredPoint]:
-        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine)."""
+        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine).
+
+        With ``boosts``, the engine ranks by cosine plus the weights of the boosts each product matches (a
+        Qdrant formula query), and candidates come both from the plain nearest neighbours and from the
+        nearest among the boosted products, so a boosted product just out of reach still competes. The
+        returned scores include the boosts (`boost_of` gives the part to subtract).
+        """
+        ...
+
+    def lexical_search(
+        self, name: str, *, text: str, limit: int, filter: Filter | None = None
+    ) -> list[StoredPoint]:
+        """Products whose lexical vector matches the words of ``text``, best BM25 score first.
+
+        Products sharing no word with ``text`` are not returned; an empty list when ``text`` has no word or
+        the collection has no lexical index.
+        """
+        ...
+
+    def lexical_score(self, name: str, *, text: str, product_ids: Sequence[str]) -> dict[str, float]:
+        """BM25 score of ``text`` for each listed product; products sharing no word with it are left out."""
+        ...
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[NDArray[np.float32]],
+        negative: Sequence[NDArray[np.float32]] = (),
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+    ) -> list[StoredPoint]:
+        """The engine's recommendation query (best-score strategy) on the named vector ``using``.
+
+        A product's score is its best similarity to a positive example when that is closer than every
+        negative one, and is pushed below zero otherwise.
+        """
+        ...
+
+    def facet(self, name: str, field: str, *, filter: Filter | None = None, limit: int = 20) -> list[FacetCount]:
+        """The most common values of a payload field (among products matching ``filter``), with counts.
+
+        Only indexed fields can be counted (`common.product.FILTERABLE_FIELDS` and the tag fields).
+
+        Raises:
+            InvalidQuery: the field has no index, or ``limit`` is below 1.
+        """
         ...
 
     def score(
@@ -191,13 +292,36 @@ class VectorStore(Protocol):
         ...
 
     def scroll(
-        self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024
+        self,
+        name: str,
+        *,
+        fields: Sequence[str] | None = None,
+        batch: int = 1024,
+        with_vectors: bool | Sequence[str] = False,
     ) -> Iterator[StoredPoint]:
-        """Every product, payload limited to ``fields`` when given, no vectors."""
+        """Every product, payload limited to ``fields`` when given.
+
+        ``with_vectors``: False for no vectors, True for all, or the names of the vectors to read (a product
+        lacking one simply has no entry for it).
+
+        Raises:
+            InvalidInput: a batch below 1 or an unknown vector name.
+        """
         ...
 
     def optimize(self, name: str) -> None:
         """Build indexes now (HNSW, payload) rather than lazily; no-op where the backend does it itself."""
+        ...
+
+    def ensure_payload_index(self, name: str, field: str, kind: str) -> None:
+        """Index the payload field ``field`` (a dotted path reaches into nested payload: ``tags.colour``) as
+        ``kind`` (one of `PAYLOAD_INDEX_KINDS`), for filters and facets. Idempotent; an index of another kind
+        on the same field is replaced.
+
+        Raises:
+            NotFound: no such collection.
+            InvalidInput: an unknown kind, or a field that is not dotted names of letters, digits and ``_``.
+        """
         ...
 
     def close(self) -> None:

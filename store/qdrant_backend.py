@@ -27,25 +27,34 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from common.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound, VitrineError
+from common.errors import BackendUnavailable, ConfigError, InvalidInput, InvalidQuery, NotFound, VitrineError
 from common.product import FILTERABLE_FIELDS, point_id
 from common.settings import StoreSettings
 from store._common import (
     METADATA_KEY,
     CollectionRecord,
+    check_boosts,
     check_dim,
     check_encoder,
+    check_examples,
+    check_facet,
+    check_limit,
     check_name,
+    check_payload_index,
+    check_payload_updates,
     check_points,
     check_product_ids,
     check_query,
+    check_vector_selection,
     new_record,
     order_by_request,
     physical_name,
     stored_points,
 )
+from store._qdrant_util import condition as _condition
 from store._qdrant_util import connect, error_reason, to_qdrant_filter
-from store.protocol import VECTOR_NAMES, CollectionInfo, Filter, PointWrite, StoredPoint
+from store.lexical import LEXICAL, document_vector, query_vector
+from store.protocol import VECTOR_NAMES, Boost, CollectionInfo, FacetCount, Filter, PointWrite, StoredPoint
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +81,7 @@ class QdrantServerStore:
         self._local = not location.startswith(("http://", "https://"))
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}
+        self._has_lexical: dict[str, bool] = {}
         self._closed = False
         self._client: QdrantClient = connect(location, settings)
 
@@ -124,6 +134,7 @@ class QdrantServerStore:
         """Remove alias ``name`` and the collection behind it; nothing happens if it does not exist."""
         with self._call(f"dropping collection {name!r}"):
             self._dims.pop(name, None)
+            self._has_lexical.pop(name, None)
             physical = self._target(name)
             if physical is None:
                 return
@@ -131,6 +142,26 @@ class QdrantServerStore:
                 models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))])
             self._client.delete_collection(physical)
             logger.info("dropped collection %r (%s) on %s", name, physical, self._location)
+
+    def ensure_payload_index(self, name: str, field: str, kind: str) -> None:
+        """Index payload ``field`` (dotted paths reach in) as ``kind``; idempotent (see `VectorStore`). Local
+        mode keeps no payload indexes (it scans): there only the checks run.
+
+        Raises:
+            NotFound: no such collection.
+            InvalidInput: an unknown kind or a bad field name.
+        """
+        check_payload_index(field, kind)
+        with self._call(f"creating the payload index of {field!r} in {name!r}"):
+            physical = self._target(name)
+            if physical is None:
+                raise self._not_found(name)
+            existing = (self._client.get_collection(physical).payload_schema or {}).get(field)
+            if existing is not None and existing.data_type == _SCHEMA[kind]:
+                return
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+                self._client.create_payload_index(physical, field, field_schema=_SCHEMA[kind], wait=True)
 
     def optimize(self, name: str) -> None:
         """Nothing to do: a Qdrant server builds its indexes in the background; local mode has none."""
@@ -153,7 +184,8 @@ class QdrantServerStore:
         checked = check_points(points, dim=self._dim(name))
         if not checked:
             return
-        structs = [models.PointStruct(id=p.point_id, vector={k: v.tolist() for k, v in p.vectors.items()},
+        lexical = self._lexical(name)
+        structs = [models.PointStruct(id=p.point_id, vector=_vectors(p.vectors, p.payload, lexical=lexical),
                                       payload=p.payload) for p in checked]
         with self._call(f"upserting {len(structs)} points into {name!r}"):
             self._client.upsert(name, points=structs, wait=True)
@@ -182,7 +214,36 @@ class QdrantServerStore:
                                                                                      points=[p.point_id]))
                 for p in checked
             ]
+            if self._lexical(name):
+                operations += [_lexical_operation(p.point_id, p.payload) for p in checked]
             self._client.batch_update_points(name, operations, wait=True)
+
+    def update_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Set the given top-level keys on existing products, keeping their other keys and vectors.
+
+        Raises:
+            NotFound: some product ids are not in the collection (nothing is written); the message lists them.
+            InvalidInput: an empty product id, a payload that is not a dict, or an ``id`` that differs.
+        """
+        updates = check_payload_updates(payloads)
+        self._dim(name)
+        if not updates:
+            return
+        with self._call(f"updating payloads in {name!r}"):
+            records = self._client.retrieve(name, [u.point_id for u in updates], with_payload=False,
+                                            with_vectors=False)
+            found = {str(r.id) for r in records}
+            missing = [u.product_id for u in updates if u.point_id not in found]
+            if missing:
+                raise NotFound(f"cannot update the payload of products {missing[:10]!r}"
+                               f"{f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''} in "
+                               f"collection {name!r}: not found")
+            operations: list[models.UpdateOperation] = [
+                models.SetPayloadOperation(set_payload=models.SetPayload(payload=u.payload, points=[u.point_id]))
+                for u in updates if u.payload
+            ]
+            if operations:
+                self._client.batch_update_points(name, operations, wait=True)
 
     def delete(self, name: str, product_ids: Sequence[str]) -> None:
         """Remove products; ids not present are ignored."""
@@ -217,22 +278,32 @@ class QdrantServerStore:
         filter: Filter | None = None,
         with_vectors: bool = False,
         exact: bool = False,
+        boosts: Sequence[Boost] = (),
     ) -> list[StoredPoint]:
-        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine).
+        """Nearest products to ``vector`` on the named vector ``using``, best first (cosine); with ``boosts``,
+        by cosine plus the boosts each matches (see `VectorStore.search`).
 
         Raises:
-            InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, or a bad filter.
+            InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, a bad filter or boost.
         """
         query = check_query(vector, using=using, limit=limit, dim=self._dim(name))
+        checked_boosts = check_boosts(boosts)
         query_filter = to_qdrant_filter(filter)
+        # local mode always searches exactly and warns about search params
+        params = None if self._local else models.SearchParams(hnsw_ef=self._settings.hnsw_ef, exact=exact)
         with self._call(f"searching {name!r}"):
-            response = self._client.query_points(
-                name, query=query.tolist(), using=using, limit=limit, query_filter=query_filter,
-                with_payload=True, with_vectors=with_vectors,
-                # local mode always searches exactly and warns about search params
-                search_params=None if self._local else models.SearchParams(hnsw_ef=self._settings.hnsw_ef,
-                                                                           exact=exact),
-            )
+            if checked_boosts:
+                pools = [query_filter, *_boost_pools(query_filter, checked_boosts)]
+                response = self._client.query_points(
+                    name,
+                    prefetch=[models.Prefetch(query=query.tolist(), using=using, limit=limit, filter=f, params=params)
+                              for f in pools],
+                    query=_boost_formula(checked_boosts, len(pools)), limit=limit, with_payload=True,
+                    with_vectors=with_vectors)
+            else:
+                response = self._client.query_points(
+                    name, query=query.tolist(), using=using, limit=limit, query_filter=query_filter,
+                    with_payload=True, with_vectors=with_vectors, search_params=params)
         return stored_points(response.points, with_vectors=with_vectors)
 
     def score(
@@ -259,6 +330,86 @@ class QdrantServerStore:
             )
         return {asked[str(p.id)]: float(p.score) for p in response.points}
 
+    def lexical_search(
+        self, name: str, *, text: str, limit: int, filter: Filter | None = None
+    ) -> list[StoredPoint]:
+        """Products sharing words with ``text``, best BM25 score first (see `VectorStore.lexical_search`).
+
+        Raises:
+            InvalidQuery: bad limit or filter.
+        """
+        check_limit(limit)
+        query_filter = to_qdrant_filter(filter)
+        sparse = query_vector(text)
+        if not sparse or not self._lexical(name):
+            return []
+        with self._call(f"searching {name!r} by words"):
+            response = self._client.query_points(
+                name, query=models.SparseVector(indices=sparse.indices, values=sparse.values), using=LEXICAL,
+                limit=limit, query_filter=query_filter, with_payload=True, with_vectors=False)
+        return stored_points(response.points, with_vectors=False)
+
+    def lexical_score(self, name: str, *, text: str, product_ids: Sequence[str]) -> dict[str, float]:
+        """BM25 score of ``text`` for each listed product sharing a word with it."""
+        asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
+        sparse = query_vector(text)
+        if not asked or not sparse or not self._lexical(name):
+            return {}
+        ids: list[models.ExtendedPointId] = list(asked)
+        with self._call(f"scoring {len(asked)} products of {name!r} by words"):
+            response = self._client.query_points(
+                name, query=models.SparseVector(indices=sparse.indices, values=sparse.values), using=LEXICAL,
+                limit=len(asked), query_filter=models.Filter(must=[models.HasIdCondition(has_id=ids)]),
+                with_payload=False, with_vectors=False)
+        return {asked[str(p.id)]: float(p.score) for p in response.points}
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[NDArray[np.float32]],
+        negative: Sequence[NDArray[np.float32]] = (),
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+    ) -> list[StoredPoint]:
+        """The engine's best-score recommendation from example vectors (see `VectorStore.recommend`).
+
+        Raises:
+            InvalidQuery: no positive example, a bad vector, limit or filter.
+        """
+        dim = self._dim(name)
+        if not positive:
+            raise InvalidQuery("a recommendation needs at least one positive example")
+        check_query(positive[0], using=using, limit=limit, dim=dim)
+        pos: list[models.VectorInput] = [v.tolist() for v in check_examples(positive, dim=dim, what="positive")]
+        neg: list[models.VectorInput] = [v.tolist() for v in check_examples(negative, dim=dim, what="negative")]
+        query_filter = to_qdrant_filter(filter)
+        with self._call(f"recommending from {name!r}"):
+            response = self._client.query_points(
+                name, query=models.RecommendQuery(recommend=models.RecommendInput(
+                    positive=pos, negative=neg, strategy=models.RecommendStrategy.BEST_SCORE)),
+                using=using, limit=limit, query_filter=query_filter, with_payload=True, with_vectors=False,
+                search_params=None if self._local else models.SearchParams(hnsw_ef=self._settings.hnsw_ef))
+        return stored_points(response.points, with_vectors=False)
+
+    def facet(self, name: str, field: str, *, filter: Filter | None = None, limit: int = 20) -> list[FacetCount]:
+        """The most common values of an indexed payload field, with exact counts (local mode: any field).
+
+        Raises:
+            InvalidQuery: the field has no payload index, or a bad limit or filter.
+        """
+        self._dim(name)
+        facet_filter = to_qdrant_filter(filter)
+        with self._call(f"counting values of {field!r} in {name!r}"):
+            if self._local:  # local mode keeps no payload indexes and counts any field
+                check_limit(limit)
+            else:
+                check_facet(field, limit, indexed=self._client.get_collection(name).payload_schema or {})
+            response = self._client.facet(name, field, facet_filter=facet_filter, limit=limit, exact=True)
+        counts = [FacetCount(hit.value, int(hit.count)) for hit in response.hits]
+        return sorted(counts, key=lambda c: (-c.count, str(c.value)))
+
     def count(self, name: str, filter: Filter | None = None) -> int:
         """Number of products (matching ``filter``), exactly."""
         count_filter = to_qdrant_filter(filter)
@@ -266,19 +417,26 @@ class QdrantServerStore:
             return int(self._client.count(name, count_filter=count_filter, exact=True).count)
 
     def scroll(
-        self, name: str, *, fields: Sequence[str] | None = None, batch: int = 1024
+        self,
+        name: str,
+        *,
+        fields: Sequence[str] | None = None,
+        batch: int = 1024,
+        with_vectors: bool | Sequence[str] = False,
     ) -> Iterator[StoredPoint]:
-        """Every product (in point id order), payload limited to ``fields`` (and ``id``) when given."""
+        """Every product (in point id order), payload limited to ``fields`` (and ``id``) when given; vectors
+        as ``with_vectors`` asks (all, none, or the named ones)."""
         if batch < 1:
             raise InvalidInput(f"scroll batch {batch!r} must be a positive integer")
+        vectors = check_vector_selection(with_vectors)
         self._dim(name)
         with_payload: bool | list[str] = True if fields is None else ["id", *[f for f in fields if f != "id"]]
         offset: models.ExtendedPointId | None = None
         while True:
             with self._call(f"scrolling {name!r}"):
                 records, offset = self._client.scroll(name, limit=batch, offset=offset,
-                                                      with_payload=with_payload, with_vectors=False)
-            yield from stored_points(records, with_vectors=False)
+                                                      with_payload=with_payload, with_vectors=vectors)
+            yield from stored_points(records, with_vectors=bool(vectors))
             if offset is None:
                 return
 
@@ -341,6 +499,13 @@ class QdrantServerStore:
         self._dims[name] = record.dim
         return record
 
+    def _lexical(self, name: str) -> bool:
+        """Whether the collection behind ``name`` has the lexical sparse vector (cached)."""
+        lexical = self._has_lexical.get(name)
+        if lexical is None:
+            lexical = self.collection_info(name).lexical
+        return lexical
+
     def _dim(self, name: str) -> int:
         dim = self._dims.get(name)
         if dim is None:
@@ -354,6 +519,7 @@ class QdrantServerStore:
         self._client.create_collection(
             physical,
             vectors_config=dict.fromkeys(VECTOR_NAMES, params),
+            sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             hnsw_config=models.HnswConfigDiff(m=self._settings.hnsw_m,
                                               ef_construct=self._settings.hnsw_ef_construct),
             metadata={METADATA_KEY: record.as_dict()},
@@ -380,5 +546,48 @@ class QdrantServerStore:
 
     def _info(self, name: str, physical: str, record: CollectionRecord) -> CollectionInfo:
         count = int(self._client.count(physical, exact=True).count)
+        sparse = self._client.get_collection(physical).config.params.sparse_vectors or {}
+        lexical = self._has_lexical[name] = LEXICAL in sparse
         return CollectionInfo(name=name, physical=physical, encoder=record.encoder, dim=record.dim,
-                              count=count, weights=record.weights)
+                              count=count, weights=record.weights, lexical=lexical)
+
+
+def _vectors(vectors: Mapping[str, NDArray[np.float32]], payload: Mapping[str, Any], *,
+             lexical: bool) -> dict[str, Any]:
+    """A point's dense vectors as lists, and its lexical vector built from its payload (when it has text)."""
+    out: dict[str, Any] = {k: v.tolist() for k, v in vectors.items()}
+    sparse = document_vector(payload) if lexical else None
+    if sparse:
+        out[LEXICAL] = models.SparseVector(indices=sparse.indices, values=sparse.values)
+    return out
+
+
+def _lexical_operation(pid: str, payload: Mapping[str, Any]) -> models.UpdateOperation:
+    """Rebuild one product's lexical vector from its new payload (removed when it has no text)."""
+    sparse = document_vector(payload)
+    if not sparse:
+        return models.DeleteVectorsOperation(delete_vectors=models.DeleteVectors(points=[pid], vector=[LEXICAL]))
+    vector = models.SparseVector(indices=sparse.indices, values=sparse.values)
+    return models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
+        points=[models.PointVectors(id=pid, vector={LEXICAL: vector})]))
+
+
+def _boost_formula(boosts: Sequence[Boost], pools: int) -> models.FormulaQuery:
+    """``best prefetch score + sum(weight * condition)``; see `store.edge_backend._boost_formula`."""
+    scores = [f"$score[{i}]" for i in range(pools)]
+    terms: list[models.Expression] = [models.MaxExpression(max=list(scores))]
+    terms += [models.MultExpression(mult=[float(b.weight), _condition(b.condition)]) for b in boosts]
+    return models.FormulaQuery(formula=models.SumExpression(sum=terms), defaults=dict.fromkeys(scores, -2.0))
+
+
+def _boost_pools(base: models.Filter | None, boosts: Sequence[Boost]) -> list[models.Filter]:
+    """Extra candidate pools; see `store.edge_backend._boost_pools`."""
+    raised: list[models.Condition] = [_condition(b.condition) for b in boosts if b.weight > 0]
+    lowered: list[models.Condition] = [_condition(b.condition) for b in boosts if b.weight < 0]
+    pools = []
+    if raised:
+        should = models.Filter(should=raised)
+        pools.append(should if base is None else models.Filter(must=[base, should]))
+    if lowered:
+        pools.append(models.Filter(must=None if base is None else [base], must_not=lowered))
+    return pools

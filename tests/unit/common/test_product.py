@@ -42,6 +42,8 @@ def test_blank_ids_are_refused_as_missing(raw: object) -> None:
 def test_the_bookkeeping_field_is_reserved() -> None:
     [(_loc, msg)] = errors({"id": "x", "_vitrine": {"text": "forged"}})
     assert "'_vitrine' is reserved" in msg
+    [(_loc, msg)] = errors({"id": "x", "_vitrine_similar": {"ids": ["forged"]}})
+    assert "'_vitrine_similar' is reserved" in msg
 
 
 def test_numbers_in_text_fields_become_text() -> None:

@@ -7,6 +7,7 @@ others; `test_backends_agree` also compares them directly.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, cast
 
@@ -207,6 +208,40 @@ def test_set_payload_of_missing_products_writes_nothing(store: VectorStore) -> N
         store.set_payload("products", {"p000": {"id": "p001"}})
 
 
+def test_update_payload_sets_keys_and_keeps_the_rest(store: VectorStore) -> None:
+    points = loaded(store, 10)
+    store.update_payload("products", {
+        "p002": {"title": "renamed", "similar": {"ids": ["p003"], "scores": [0.5]}},
+        "p003": {"id": "p003", "extra": [1, 2]},
+        "p004": {},
+    })
+    got = {p.product_id: p for p in store.retrieve("products", ["p002", "p003", "p004"], with_vectors=True)}
+    assert got["p002"].payload == {**points[2].payload, "title": "renamed",
+                                   "similar": {"ids": ["p003"], "scores": [0.5]}}
+    assert got["p003"].payload == {**points[3].payload, "extra": [1, 2]}
+    assert got["p004"].payload == points[4].payload
+    np.testing.assert_allclose(got["p002"].vectors[IMAGE], points[2].vectors[IMAGE], atol=1e-6)
+    assert set(got["p003"].vectors) == {IMAGE, TEXT}
+    store.update_payload("products", {"p002": {"similar": {"ids": []}}})  # a whole key is replaced, not merged
+    assert store.retrieve("products", ["p002"])[0].payload["similar"] == {"ids": []}
+    store.update_payload("products", {})
+
+
+def test_update_payload_of_missing_products_writes_nothing(store: VectorStore) -> None:
+    loaded(store, 3)
+    ghosts = {f"ghost{i:02d}": {"title": "x"} for i in range(12)}
+    with pytest.raises(NotFound, match=r"ghost00.*and 2 more") as err:
+        store.update_payload("products", {"p000": {"title": "changed"}, **ghosts})
+    assert "p000" not in str(err.value)
+    assert store.retrieve("products", ["p000"])[0].payload["title"] == "product 0"
+    for bad, match in [({"p000": {"id": "p001"}}, "differs"), ({"": {"a": 1}}, "product id"),
+                       ({"p000": ["title"]}, "not a dict")]:
+        with pytest.raises(InvalidInput, match=match):
+            store.update_payload("products", bad)  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        store.update_payload("absent", {"p000": {"a": 1}})
+
+
 def test_delete_ignores_absent_ids(store: VectorStore) -> None:
     loaded(store, 10)
     store.delete("products", ["p001", "p005", "absent"])
@@ -342,6 +377,25 @@ def test_scroll_everything_with_fields(store: VectorStore) -> None:
         set(r.payload) == {"id"} for r in store.scroll("products", fields=[]))
 
 
+def test_scroll_with_vectors(store: VectorStore) -> None:
+    points = {p.product_id: p for p in loaded(store, 30)}
+    rows = list(store.scroll("products", fields=[], batch=8, with_vectors=True))
+    assert sorted(r.product_id for r in rows) == sorted(points)
+    for row in rows:
+        assert set(row.vectors) == set(points[row.product_id].vectors)
+        for name, vector in row.vectors.items():
+            assert vector.dtype == np.float32 and vector.shape == (DIM,)
+            np.testing.assert_allclose(vector, points[row.product_id].vectors[name], atol=1e-6)
+    images = list(store.scroll("products", fields=["title"], with_vectors=[IMAGE]))
+    assert all(set(r.vectors) == {IMAGE} and set(r.payload) == {"id", "title"} for r in images)
+    texts = {r.product_id: r.vectors for r in store.scroll("products", with_vectors=[TEXT])}
+    assert texts["p007"] == {} and set(texts["p008"]) == {TEXT}  # p007 has no text vector
+    assert all(r.vectors == {} for r in store.scroll("products", with_vectors=[]))
+    for bad in (["sparse"], "image"):
+        with pytest.raises(InvalidInput, match="vector name"):
+            list(store.scroll("products", with_vectors=bad))
+
+
 def test_optimize_keeps_results(store: VectorStore) -> None:
     points = loaded(store, 40)
     query = unit_vectors(1, DIM, seed=3)[0]
@@ -384,6 +438,70 @@ def test_threads_share_a_store(store: VectorStore) -> None:
     assert [g.product_id for g in got] == [p.product_id for p in points]
     for g, p in zip(got, points, strict=True):
         np.testing.assert_allclose(g.vectors[IMAGE], p.vectors[IMAGE], atol=1e-6)
+
+
+def tagged(n: int) -> list[PointWrite]:
+    """``catalog(n)`` with zero-shot tags in the payload (`indexer.tagging`'s layout); every 5th has none."""
+    points = catalog(n)
+    for i, p in enumerate(points):
+        if i % 5 != 4:
+            p.payload["tags"] = {"colour": COLORS[i % 3], "type": "shoe"}
+            p.payload["tag_confidence"] = {"colour": round(0.3 + 0.01 * i, 4), "type": 0.9}
+    return points
+
+
+def test_payload_indexes_on_tag_fields_filter(opener: Opener) -> None:
+    store = opener()
+    try:
+        store.ensure_collection("products", encoder=ENC, dim=DIM)
+        points = tagged(40)
+        store.upsert("products", points)
+        for field, kind in (("tags.colour", "keyword"), ("tag_confidence.colour", "float"),
+                            ("tags.type", "keyword")):
+            store.ensure_payload_index("products", field, kind)
+            store.ensure_payload_index("products", field, kind)  # idempotent
+        red = Filter(must=(Match("tags.colour", "red"),))
+        sure = Filter(must=(Range("tag_confidence.colour", gte=0.5),))
+        want_red = {p.product_id for p in points if p.payload.get("tags", {}).get("colour") == "red"}
+        want_sure = {p.product_id for p in points if p.payload.get("tag_confidence", {}).get("colour", 0) >= 0.5}
+        assert store.count("products", red) == len(want_red) > 0
+        assert store.count("products", sure) == len(want_sure) > 0
+        query = unit_vectors(1, DIM, seed=5)[0]
+        hits = store.search("products", vector=query, using=IMAGE, limit=40, filter=red)
+        assert {h.product_id for h in hits} == want_red
+        assert [h.product_id for h in hits] == brute_force(points, query, IMAGE, lambda pl: pl.get("tags", {})
+                                                           .get("colour") == "red")
+        no_tags = Filter(must_not=(MatchAny("tags.type", ("shoe",)),))
+        assert store.count("products", no_tags) == sum(1 for p in points if "tags" not in p.payload)
+        store.ensure_payload_index("products", "tags.type", "integer")  # another kind replaces it: no error
+    finally:
+        store.close()
+    if opener.persistent:  # the index survives reopening, and ensuring it again is still a no-op
+        again = opener()
+        try:
+            again.ensure_payload_index("products", "tags.colour", "keyword")
+            assert again.count("products", Filter(must=(Match("tags.colour", "red"),))) == len(want_red)
+        finally:
+            again.close()
+
+
+@pytest.mark.parametrize(("field", "kind", "expected"), [
+    ("tags.colour", "text", "kind 'text'"),
+    ("tags.colour", "Keyword", "kind 'Keyword'"),
+    ("", "keyword", "field ''"),
+    ("tags..colour", "keyword", "'tags..colour'"),
+    ("tags colour", "keyword", "'tags colour'"),
+    ("tags.colour[]", "keyword", "'tags.colour[]'"),
+])
+def test_bad_payload_indexes_are_refused(store: VectorStore, field: str, kind: str, expected: str) -> None:
+    store.ensure_collection("products", encoder=ENC, dim=DIM)
+    with pytest.raises(InvalidInput, match=re.escape(expected)):
+        store.ensure_payload_index("products", field, kind)
+
+
+def test_payload_index_of_a_missing_collection(store: VectorStore) -> None:
+    with pytest.raises(NotFound, match="'nope'"):
+        store.ensure_payload_index("nope", "tags.colour", "keyword")
 
 
 def test_backends_agree(tmp_path: Any) -> None:

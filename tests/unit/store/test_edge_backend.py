@@ -99,3 +99,20 @@ def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(BackendUnavailable, match="file"):
         edge(tmp_path / "file" / "store")
+
+
+def test_payload_index_is_made_once_and_its_kind_replaced(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    store = edge(tmp_path)
+    try:
+        store.ensure_collection("products", encoder="enc", dim=DIM)
+        schema = store._collections.get("products").shard.info
+        store.ensure_payload_index("products", "tags.colour", "keyword")
+        store.ensure_payload_index("products", "tag_confidence.colour", "float")
+        assert schema().payload_schema["tags.colour"].data_type == qe.PayloadSchemaType.Keyword
+        assert schema().payload_schema["tag_confidence.colour"].data_type == qe.PayloadSchemaType.Float
+        store.ensure_payload_index("products", "tags.colour", "integer")
+        assert schema().payload_schema["tags.colour"].data_type == qe.PayloadSchemaType.Integer
+    finally:
+        store.close()

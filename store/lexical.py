@@ -1,0 +1,93 @@
+"""The lexical index: a sparse BM25 vector named ``lexical`` per product, built by Qdrant's own BM25.
+
+Both backends store it beside the dense vectors, with Qdrant's IDF modifier: the engine keeps the
+inverse document frequencies of the whole collection up to date, so a document's vector only holds its
+term-frequency part and a query's vector only says which terms it has.
+
+What is indexed (`lexical_text`): a product's title, brand, category and description, plus the values of
+the identifier attributes in `IDENTIFIER_ATTRIBUTES` (``sku``, ``model_number``, ``gtin``, ...) so an exact
+SKU, brand or model-number query ("Saltmarsh SM-AB9779-KH") finds the product. The title is counted
+`TITLE_REPEATS` times (a cheap BM25F field weight): a word in the title says more about the product than the
+same word in a description ("warm winter coat" is about coats, not about a sweater "warm enough for winter").
+
+Tokens are lower-cased, ASCII-folded words (Qdrant's word tokenizer; "SM-AB9779-KH" becomes "sm", "ab9779",
+"kh"), English stop words dropped and words stemmed (Qdrant's defaults: "running shoes" matches "run shoe").
+
+The text is derived from the payload inside the store, so the vector can never disagree with the payload
+it sits beside: whoever writes a payload (`upsert`, `set_payload`) writes its lexical vector too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import qdrant_edge as qe
+
+LEXICAL = "lexical"
+"""Name of the sparse vector."""
+
+LEXICAL_VERSION = 2
+"""Bumped whenever `lexical_text` or `BM25` change, so the indexer rewrites every product's lexical vector."""
+
+TEXT_FIELDS = ("title", "brand", "category", "description")
+TITLE_REPEATS = 2
+IDENTIFIER_ATTRIBUTES = frozenset({
+    "sku", "mpn", "gtin", "ean", "upc", "isbn", "asin", "model", "model_number", "model_no", "article_number",
+    "part_number", "style_number",
+})
+"""Attribute keys whose (string or integer) values are indexed with the text."""
+
+AVERAGE_LENGTH = 40.0
+"""Typical product text length in tokens: the ``avgdl`` of BM25's length normalisation (title + description)."""
+
+BM25 = qe.Bm25(qe.Bm25Config(k=1.2, b=0.75, avg_len=AVERAGE_LENGTH, tokenizer=qe.TokenizerType.Word,
+                              lowercase=True, ascii_folding=True))
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """A sparse vector: parallel lists of term ids and weights."""
+
+    indices: list[int]
+    values: list[float]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+
+def lexical_text(payload: Mapping[str, Any]) -> str:
+    """The text a product's lexical vector is built from (empty when it has none)."""
+    parts = [str(payload[name]) for name in TEXT_FIELDS if isinstance(payload.get(name), str)]
+    if isinstance(payload.get("title"), str):
+        parts += [str(payload["title"])] * (TITLE_REPEATS - 1)
+    attributes = payload.get("attributes")
+    if isinstance(attributes, Mapping):
+        for key, value in attributes.items():
+            if str(key).lower() in IDENTIFIER_ATTRIBUTES and isinstance(value, str | int) \
+                    and not isinstance(value, bool):
+                parts.append(str(value))
+    return " ".join(parts)
+
+
+def document_vector(payload: Mapping[str, Any]) -> Sparse:
+    """The lexical vector stored with a product (empty when its text has no token)."""
+    text = lexical_text(payload)
+    if not text:
+        return Sparse([], [])
+    vector = BM25.embed_document(text)
+    return Sparse(list(vector.indices), list(vector.values))
+
+
+def query_vector(text: str) -> Sparse:
+    """The lexical vector of a query text (empty when it has no token, e.g. only punctuation)."""
+    vector = BM25.embed_query(text)
+    return Sparse(list(vector.indices), list(vector.values))
+
+
+def covers(query: Sparse, payload: Mapping[str, Any]) -> bool:
+    """Whether a product's text holds every word of a query (as the lexical index tokenizes both)."""
+    if not query:
+        return False
+    return set(query.indices) <= set(document_vector(payload).indices)
