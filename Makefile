@@ -17,11 +17,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The demo's tag vocabulary, for the indexer (tagging) and the server (boosting queries that name a tag).
+DEMO_ENV := VITRINE_TAGS__VOCABULARY=data/demo/vocabulary.toml
+
 index-demo: setup
-	$(BIN)/vitrine index data/demo/catalog.jsonl --model demo
+	$(DEMO_ENV) $(BIN)/vitrine index data/demo/catalog.jsonl --model demo
 
 demo: index-demo
-	$(BIN)/vitrine serve --host $(HOST) --port $(PORT)
+	$(DEMO_ENV) $(BIN)/vitrine serve --host $(HOST) --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -27,12 +27,14 @@ from tqdm import tqdm
 
 from common.errors import VitrineError
 from common.settings import Settings
+from common.vocabulary import Vocabulary, load_vocabulary
 from embed.protocol import Encoder
 from indexer.fetch import FetchConfig
 from indexer.readers import catalog_format
 from indexer.report import IndexSummary, JobRecord, RejectReport
 from indexer.stages import CatalogReader, Embedder, PendingBatch, Writer
 from indexer.state import load_state
+from indexer.tagging import Tagger
 from indexer.worker import ImagePreparer, WorkerConfig
 from store.protocol import VectorStore
 
@@ -77,7 +79,8 @@ def index_catalog(
 
     Args:
         catalog: the catalog file; relative image paths start from its folder.
-        settings: indexer limits and workers, jobs folder, default collection.
+        settings: indexer limits and workers, jobs folder, default collection, tag vocabulary
+            (``settings.tags.vocabulary``: products are tagged with it, see `indexer.tagging`).
         encoder: the model; the collection must have been built by the same one (or be new).
         store: where the products go.
         collection: the collection alias (default ``settings.store.collection``).
@@ -90,8 +93,9 @@ def index_catalog(
         The counts, times and report path of the job.
 
     Raises:
-        NotFound: the catalog does not exist.
-        InvalidInput: the catalog cannot be read at all (unsupported type, bad CSV header, not Parquet).
+        NotFound: the catalog (or the vocabulary file) does not exist.
+        InvalidInput: the catalog cannot be read at all (unsupported type, bad CSV header, not Parquet), or
+            the vocabulary file is invalid.
         EncoderMismatch: the collection was built by another encoder.
         VitrineError: the store or the model failed; the job stops (re-run it to resume).
     """
@@ -99,13 +103,14 @@ def index_catalog(
     catalog = catalog.resolve()
     name = collection or settings.store.collection
     catalog_format(catalog)  # unsupported suffix: fail before loading the model
+    vocabulary = load_vocabulary(settings.tags.vocabulary) if settings.tags.vocabulary is not None else None
     job = JobRecord(settings.jobs_dir, collection=name, catalog=catalog)
     report_path = report or settings.jobs_dir / f"index-{name}-{job.stamp}.rejected.jsonl"
     job.write("running")
     try:
         summary = _run(catalog, name=name, settings=settings, encoder=encoder, store=store, job=job,
                        report=RejectReport(report_path, eager=report is not None), prune=prune,
-                       progress=progress, started=started)
+                       progress=progress, started=started, vocabulary=vocabulary)
     except BaseException as e:
         job.write("failed", error=f"{type(e).__name__}: {e}", seconds=round(time.perf_counter() - started, 3))
         raise
@@ -117,7 +122,8 @@ def index_catalog(
 
 
 def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, store: VectorStore,
-         job: JobRecord, report: RejectReport, prune: bool, progress: bool, started: float) -> IndexSummary:
+         job: JobRecord, report: RejectReport, prune: bool, progress: bool, started: float,
+         vocabulary: Vocabulary | None = None) -> IndexSummary:
     timings = dict.fromkeys(("setup", "state", "read", "images", "inference", "write", "prune", "optimize"), 0.0)
     options = settings.indexer
     with report, ImagePreparer(workers=options.workers, priority=options.worker_priority) as preparer, \
@@ -126,16 +132,22 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
         start = time.perf_counter()  # the workers start meanwhile
         encoder.load()
         store.ensure_collection(name, encoder=encoder.name, dim=encoder.dim, weights=encoder.weights_id)
+        tagger = None
+        if vocabulary is not None:
+            tagger = Tagger(encoder, vocabulary, logit_scale=settings.tags.logit_scale)
+            for field, kind in tagger.index_fields().items():
+                store.ensure_payload_index(name, field, kind)
         timings["setup"] = time.perf_counter() - start
         start = time.perf_counter()
         state = load_state(store, name)
         timings["state"] = time.perf_counter() - start
-        reader = CatalogReader(catalog, encoder=encoder.name, state=state, batch_size=options.batch_size)
-        preparer.configure(WorkerConfig(fetch=FetchConfig.from_settings(options, base_dir=catalog.parent),
+        reader = CatalogReader(catalog, encoder=encoder.name, state=state, batch_size=options.batch_size,
+                               tags=tagger.fingerprint if tagger is not None else None)
+        preparer.configure(WorkerConfig(fetch=FetchConfig.from_settings(settings, base_dir=catalog.parent),
                                         transform=encoder.image_transform, encoder=encoder.name,
                                         max_pixels=options.max_image_pixels, draft_size=encoder.image_size))
         embedder = Embedder(encoder=encoder, store=store, collection=name, preparer=preparer,
-                            chunks=options.workers)
+                            chunks=options.workers, tagger=tagger)
         writer = Writer(store=store, collection=name, report=report)
         batches = reader.batches()
         pending: deque[PendingBatch] = deque()

@@ -16,6 +16,12 @@ Fate of a product (``stored`` = hashes kept with its stored version, see `indexe
 * image failed to fetch or decode -> rejected (a stored version stays as it was);
 * text and image hashes as stored -> ``unchanged``, or ``updated`` (payload only) if other fields changed;
 * otherwise -> ``indexed``: only what changed is embedded again; the other vector is copied from the store.
+
+Tags (`indexer.tagging`, when a vocabulary is set) are computed from the image vector of every product
+written with vectors. A product whose vectors are unchanged but whose payload changed, or whose stored tags
+hash is not the tagger's fingerprint (vocabulary changed, tagging turned on or off), is ``updated``: its
+stored image vector is read back and tagged (no image is decoded), and its payload rewritten. Should that
+vector have vanished, the product is embedded again instead.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from embed.protocol import Encoder
 from indexer.readers import BadRow, iter_products
 from indexer.report import RejectReport
 from indexer.state import ContentHashes, payload_hash, text_hash
+from indexer.tagging import TAG_FIELDS, Tagger, Tags, tag_payload
 from indexer.worker import ImageFuture, ImagePreparer, ImageResult, ImageTask
 from store.protocol import IMAGE, STATE_KEY, TEXT, PointWrite, VectorStore
 
@@ -98,9 +105,9 @@ class EmbeddedBatch:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def stored_payload(product: Product, hashes: ContentHashes) -> dict[str, Any]:
-    """The payload a product is stored with: its fields and its content hashes."""
-    return {**product.payload(), STATE_KEY: hashes.as_payload()}
+def stored_payload(product: Product, hashes: ContentHashes, tags: Tags | None = None) -> dict[str, Any]:
+    """The payload a product is stored with: its fields, its zero-shot tags (if any) and its content hashes."""
+    return {**product.payload(), **tag_payload(tags), STATE_KEY: hashes.as_payload()}
 
 
 class CatalogReader:
@@ -112,8 +119,10 @@ class CatalogReader:
     """
 
     def __init__(self, catalog: Path, *, encoder: str, state: dict[str, ContentHashes | None],
-                 batch_size: int) -> None:
+                 batch_size: int, tags: str | None = None) -> None:
+        """Read ``catalog``; ``tags`` is the tagger's fingerprint (None: no tagging)."""
         self.catalog = catalog
+        self.tags = tags
         self.encoder = encoder
         self.state = state
         self.batch_size = batch_size
@@ -156,8 +165,15 @@ class CatalogReader:
             reason = "nothing to embed: the product has no image and no title, brand, category or description"
             batch.rejected.append(Rejection(line, product.id, reason))
             return
+        if self.tags is not None:
+            taken = [name for name in TAG_FIELDS if name in (product.model_extra or {})]
+            if taken:
+                reason = (f"field {taken[0]!r} is where the zero-shot tags go (a tag vocabulary is set); "
+                          "rename that column of the catalog, or index without a vocabulary")
+                batch.rejected.append(Rejection(line, product.id, reason))
+                return
         hashes = ContentHashes(text=text_hash(text, encoder=self.encoder), image=None,
-                               payload=payload_hash(product.payload()))
+                               payload=payload_hash(product.payload()), tags=self.tags if refs else None)
         batch.items.append(Planned(line, product, text, hashes, refs[0] if refs else None,
                                    self.state.get(product.id)))
 
@@ -174,8 +190,9 @@ class Embedder:
     """Prepares images in the workers and runs the model on what changed."""
 
     def __init__(self, *, encoder: Encoder, store: VectorStore, collection: str, preparer: ImagePreparer,
-                 chunks: int) -> None:
+                 chunks: int, tagger: Tagger | None = None) -> None:
         self.encoder = encoder
+        self.tagger = tagger
         self.store = store
         self.collection = collection
         self.preparer = preparer
@@ -222,23 +239,44 @@ class Embedder:
 
         start = time.perf_counter()
         work: list[tuple[int, Planned, ContentHashes, ImageResult | None]] = []
+        retag: list[tuple[int, Planned, ContentHashes, ImageResult | None]] = []
         for key, item in enumerate(batch.items):
             result = images.get(key)
             if result is not None and result.error is not None:
                 out.rejected.append(Rejection(item.line, item.product.id, result.error))
                 continue
-            hashes = ContentHashes(item.hashes.text, result.hash if result else None, item.hashes.payload)
+            hashes = ContentHashes(item.hashes.text, result.hash if result else None, item.hashes.payload,
+                                   item.hashes.tags)
             old = item.stored
             if old is not None and old.text == hashes.text and old.image == hashes.image:
-                if old.payload == hashes.payload:
+                if old.payload == hashes.payload and old.tags == hashes.tags:
                     out.unchanged += 1
+                elif hashes.tags is not None:
+                    retag.append((key, item, hashes, result))
                 else:
                     out.payloads[item.product.id] = stored_payload(item.product, hashes)
                 continue
             work.append((key, item, hashes, result))
+        work += self._retag(retag, out.payloads)
         out.points = self._embed(work, texts, out.rejected)
         out.timings["inference"] = inference + time.perf_counter() - start
         return out
+
+    def _retag(self, retag: Sequence[tuple[int, Planned, ContentHashes, ImageResult | None]],
+               payloads: dict[str, dict[str, Any]]) -> list[tuple[int, Planned, ContentHashes, ImageResult | None]]:
+        """Tag products whose vectors are unchanged from their stored image vectors; put their payloads in
+        ``payloads``. Returns the products whose stored image vector vanished (to embed again)."""
+        if not retag:
+            return []
+        assert self.tagger is not None  # hashes.tags is set only when tagging
+        found = self.store.retrieve(self.collection, [item.product.id for _, item, _, _ in retag], with_vectors=True)
+        stored = {point.product_id: point.vectors[IMAGE] for point in found if IMAGE in point.vectors}
+        ready = [entry for entry in retag if entry[1].product.id in stored]
+        if ready:
+            tags = self.tagger.tag(np.stack([stored[item.product.id] for _, item, _, _ in ready]))
+            for (_, item, hashes, _), product_tags in zip(ready, tags, strict=True):
+                payloads[item.product.id] = stored_payload(item.product, hashes, product_tags)
+        return [entry for entry in retag if entry[1].product.id not in stored]
 
     def _embed_new_texts(self, items: Sequence[Planned]) -> dict[int, NDArray[np.float32]]:
         """Text vectors of the items whose text is new or changed, by position in the batch."""
@@ -294,7 +332,12 @@ class Embedder:
             stack = np.stack([p for _, p in pixels])
             for (i, _), vector in zip(pixels, self.encoder.embed_pixels(stack), strict=True):
                 vectors[i][IMAGE] = vector
-        return [PointWrite(item.product.id, stored_payload(item.product, hashes), vectors[i])
+        tags: dict[int, Tags] = {}
+        tagged = [i for i, (_, _, hashes, _) in enumerate(work)
+                  if hashes.tags is not None and IMAGE in vectors[i] and i not in failed]
+        if self.tagger is not None and tagged:
+            tags = dict(zip(tagged, self.tagger.tag(np.stack([vectors[i][IMAGE] for i in tagged])), strict=True))
+        return [PointWrite(item.product.id, stored_payload(item.product, hashes, tags.get(i)), vectors[i])
                 for i, (_, item, hashes, _) in enumerate(work) if i not in failed]
 
 

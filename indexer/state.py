@@ -4,11 +4,15 @@ Each point's payload holds, under `store.protocol.STATE_KEY`::
 
     {"v": 1, "text": sha256(encoder name, embedding text) or null,
              "image": sha256(encoder name, image file bytes) or null,
-             "payload": sha256(canonical JSON of the product)}
+             "payload": sha256(canonical JSON of the product),
+             "tags": fingerprint of the tagger that tagged it (`indexer.tagging.Tagger`); absent: not tagged}
 
 The text and image hashes describe the vectors stored in the same point: they are only ever written in
 the same store operation as those vectors (or as a payload update that keeps both the vectors and these
-two hashes), so after a crash at any moment a hash never vouches for a vector that is not there.
+two hashes), so after a crash at any moment a hash never vouches for a vector that is not there. The tags
+hash is written with the tags, in the same way: a product whose stored tags hash differs from the current
+tagger's fingerprint (the vocabulary changed, or tagging was turned on or off) gets its payload rewritten
+with tags computed from its stored image vector, without decoding the image again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from store.lexical import LEXICAL_VERSION
 from store.protocol import STATE_KEY, VectorStore
 
 logger = logging.getLogger(__name__)
@@ -41,9 +46,11 @@ def image_hash(data: bytes, *, encoder: str) -> str:
 
 
 def payload_hash(payload: Mapping[str, Any]) -> str:
-    """Hash of a product's payload (canonical JSON: sorted keys, no whitespace)."""
+    """Hash of a product's payload (canonical JSON: sorted keys, no whitespace) and of the version of the lexical
+    vector the store derives from it (`store.lexical.LEXICAL_VERSION`): when that changes, or for products stored
+    before the lexical index existed, every payload is written again, which rebuilds its lexical vector."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(f"lexical-v{LEXICAL_VERSION}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,20 +60,26 @@ class ContentHashes:
     text: str | None
     image: str | None
     payload: str
+    tags: str | None = None
+    """Fingerprint of the tagger whose tags the payload holds (None: not tagged)."""
 
     def as_payload(self) -> dict[str, Any]:
-        """The value stored under `STATE_KEY`."""
-        return {"v": STATE_VERSION, "text": self.text, "image": self.image, "payload": self.payload}
+        """The value stored under `STATE_KEY` (``tags`` only when tagged: untagged state reads as before)."""
+        value: dict[str, Any] = {"v": STATE_VERSION, "text": self.text, "image": self.image,
+                                 "payload": self.payload}
+        if self.tags is not None:
+            value["tags"] = self.tags
+        return value
 
     @classmethod
     def from_payload(cls, value: Any) -> ContentHashes | None:
         """Read a value written by `as_payload`; None when absent or not understood (product redone)."""
         if not isinstance(value, Mapping) or value.get("v") != STATE_VERSION:
             return None
-        text, image, payload = value.get("text"), value.get("image"), value.get("payload")
-        if not isinstance(payload, str) or not all(v is None or isinstance(v, str) for v in (text, image)):
+        text, image, payload, tags = value.get("text"), value.get("image"), value.get("payload"), value.get("tags")
+        if not isinstance(payload, str) or not all(v is None or isinstance(v, str) for v in (text, image, tags)):
             return None
-        return cls(text=text, image=image, payload=payload)
+        return cls(text=text, image=image, payload=payload, tags=tags)
 
 
 def load_state(store: VectorStore, collection: str) -> dict[str, ContentHashes | None]:

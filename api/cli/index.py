@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--collection", help="collection to write (default: settings store.collection)")
     parser.add_argument("--report", type=Path, metavar="FILE",
                         help="where to write rejected rows (default: a file in VITRINE_HOME/jobs)")
+    parser.add_argument("--vocabulary", type=Path, metavar="FILE",
+                        help="tag products with the attributes of this vocabulary file (TOML or JSON; see "
+                             "docs/tags.md) (default: settings tags.vocabulary; 'none': no tagging)")
     parser.add_argument("--prune", action="store_true",
                         help="delete products of the collection that are no longer in the catalog")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -62,6 +65,9 @@ def format_summary(summary: IndexSummary) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Index ``args.catalog``; print the summary; return its exit code."""
+    if args.vocabulary is not None:
+        vocabulary = None if str(args.vocabulary).lower() == "none" else args.vocabulary
+        settings = settings.model_copy(update={"tags": settings.tags.model_copy(update={"vocabulary": vocabulary})})
     encoder = build_encoder(settings.embed, args.model)
     store = open_store(settings)
     try:
