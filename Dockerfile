@@ -30,7 +30,11 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 t
  && pip install -c constraints.txt .
 
 FROM build-base AS build-cuda
-RUN pip install -c constraints.txt '.[gpu]'
+# faiss-cpu (a base dependency) and faiss-gpu (the gpu extra) both install the `faiss` package: drop the CPU
+# one, then lay faiss-gpu's files again (the uninstall removed the files the two share).
+RUN pip install -c constraints.txt '.[gpu]' \
+ && pip uninstall -y faiss-cpu \
+ && pip install --force-reinstall --no-deps 'faiss-gpu>=1.14.3,<2'
 
 # ---------------------------------------------------------------- runtime stages
 FROM ${PYTHON_IMAGE} AS runtime-base

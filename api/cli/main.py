@@ -32,6 +32,8 @@ COMMANDS: tuple[str, ...] = (
     "api.cli.search",
     "api.cli.serve",
     "api.cli.info",
+    "api.cli.dedup",
+    "api.cli.similar",
     "api.cli.train",
     "api.cli.eval",
 )
