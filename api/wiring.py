@@ -13,8 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from PIL import Image
+
 from common.errors import EncoderMismatch, NotFound
+from common.images import decode_image
+from common.netfetch import FetchPolicy, SafeClient
 from common.settings import Settings
+from common.vocabulary import Vocabulary, load_vocabulary
 from embed import Encoder, build_encoder
 from search.service import SearchService
 from store.factory import open_store
@@ -77,16 +82,50 @@ def collection_encoder(info: CollectionInfo, settings: Settings, model: str | No
     return encoder
 
 
+class UrlImageLoader:
+    """Fetches query image URLs under the address policy (`common.netfetch`) and decodes them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._client = SafeClient(FetchPolicy.from_settings(settings.fetch),
+                                  headers={"User-Agent": "vitrine-query/0.1", "Accept": "image/*"})
+        self._max_pixels = settings.indexer.max_image_pixels
+
+    def __call__(self, url: str) -> Image.Image:
+        """The decoded RGB image at ``url``.
+
+        Raises:
+            InvalidInput: a refused or unreachable URL, or bytes that are not a supported image.
+        """
+        return decode_image(self._client.fetch(url), max_pixels=self._max_pixels, source=url)
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self._client.close()
+
+
 @dataclass
 class Components:
-    """What a search front end holds: the open store and the service over it."""
+    """What a search front end holds: the open store, the service over it, and its URL fetcher."""
 
     store: VectorStore
     service: SearchService
+    loader: UrlImageLoader | None = None
 
     def close(self) -> None:
         """Release the store (files, connections)."""
+        if self.loader is not None:
+            self.loader.close()
         self.store.close()
+
+
+def load_tag_vocabulary(settings: Settings) -> Vocabulary | None:
+    """The tag vocabulary named by settings tags.vocabulary, if any.
+
+    Raises:
+        InvalidInput: the file is missing or malformed.
+    """
+    path = settings.tags.vocabulary
+    return load_vocabulary(path) if path is not None else None
 
 
 def open_search(settings: Settings, *, model: str | None = None, collection: str | None = None) -> Components:
@@ -108,9 +147,12 @@ def open_search(settings: Settings, *, model: str | None = None, collection: str
         info = open_collection(store, settings, collection)
         encoder = collection_encoder(info, settings, model)
         encoder.load()
-        service = SearchService(encoder=encoder, store=store, settings=settings.search, collection=info.name)
+        loader = UrlImageLoader(settings)
+        service = SearchService(encoder=encoder, store=store, settings=settings.search, collection=info.name,
+                                vocabulary=load_tag_vocabulary(settings), tag_boost=settings.tags.boost,
+                                image_loader=loader)
     except BaseException:
         store.close()
         raise
     logger.info("search ready: collection %r (%d products), encoder %s", info.name, info.count, encoder.name)
-    return Components(store=store, service=service)
+    return Components(store=store, service=service, loader=loader)

@@ -155,3 +155,22 @@ TEXT_QUERIES: tuple[tuple[str, str], ...] = (
     ("lace up winter boots", "Ankle boot"), ("short leather boots", "Ankle boot"),
     ("western style boots", "Ankle boot"),
 )
+
+# Development queries that name an exact product: a brand with a model number, or the model number alone
+# (`make_demo_catalog.write_identifier_queries` picks the products). The lexical index should put it first.
+IDENTIFIER_QUERIES = 20
+
+# Development composed queries: (query text, more parts, the category that answers them). Negative parts say
+# what the shopper does not want ("shoes, not sneakers"); a product id part means "like this product".
+COMPOSED_QUERIES: tuple[tuple[str, tuple[dict[str, object], ...], str], ...] = (
+    ("shoes for summer", ({"text": "sneakers", "weight": -0.5},), "Sandal"),
+    ("footwear", ({"text": "sneakers", "weight": -0.5}, {"text": "sandals", "weight": -0.5}), "Ankle boot"),
+    ("warm layer", ({"text": "coat", "weight": -0.5},), "Pullover"),
+    ("something to wear on the legs", ({"text": "jeans", "weight": 0.5},), "Trouser"),
+    ("a top", ({"text": "collar and buttons", "weight": 1.0},), "Shirt"),
+    ("outerwear", ({"text": "sweater", "weight": -0.5},), "Coat"),
+    ("bag", ({"text": "leather tote", "weight": 0.5},), "Bag"),
+    ("casual shoes", ({"text": "boots", "weight": -0.5}, {"text": "sandals", "weight": -0.5}), "Sneaker"),
+    ("summer outfit", ({"text": "dress", "weight": 1.0},), "Dress"),
+    ("short sleeves", ({"text": "collar", "weight": -0.5},), "T-shirt/top"),
+)

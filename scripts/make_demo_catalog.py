@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from demo_vocabulary import BRANDS, CATEGORY_WORDS, IMAGE_QUERIES_PER_CLASS, TEXT_QUERIES, colour_of
+from demo_vocabulary import (
+    BRANDS,
+    CATEGORY_WORDS,
+    COMPOSED_QUERIES,
+    IDENTIFIER_QUERIES,
+    IMAGE_QUERIES_PER_CLASS,
+    TEXT_QUERIES,
+    colour_of,
+)
 from numpy.typing import NDArray
 
 from train.fashion_mnist import CLASS_NAMES, display_png, load_split
@@ -136,6 +144,24 @@ def write_queries(out: Path, *, seed: int) -> int:
     return len(lines)
 
 
+def write_identifier_and_composed_queries(out: Path, *, seed: int) -> int:
+    """Append to ``queries.jsonl``: queries naming one product by brand and model number (or the model number
+    alone), picked from ``catalog.jsonl``, and the composed queries of `COMPOSED_QUERIES`."""
+    products = [json.loads(line) for line in (out / "catalog.jsonl").read_text(encoding="utf-8").splitlines()]
+    rng = random.Random(seed)
+    lines: list[dict[str, Any]] = []
+    for n, product in enumerate(rng.sample(products, IDENTIFIER_QUERIES), start=1):
+        model = product["attributes"]["model_number"]
+        text = model if n % 2 else f"{product['brand']} {model}"
+        lines.append({"id": f"s{n:02d}", "kind": "identifier", "query": text, "relevant": [product["id"]]})
+    for n, (text, parts, category) in enumerate(COMPOSED_QUERIES, start=1):
+        lines.append({"id": f"c{n:02d}", "query": text, "parts": list(parts), "relevant_where": {"category": category}})
+    with (out / "queries.jsonl").open("a", encoding="utf-8") as file:
+        for line in lines:
+            file.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return len(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +172,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     styles = write_catalog(args.out, count=args.count, seed=args.seed)
     queries = write_queries(args.out, seed=args.seed)
+    queries += write_identifier_and_composed_queries(args.out, seed=args.seed)
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     counts = ", ".join(f"{v} {k}" for k, v in sorted(styles.items()))
     print(f"{args.count} products ({counts}), {queries} queries, {size / 1e6:.1f} MB in {args.out}")  # noqa: T201

@@ -1,6 +1,21 @@
-"""Encode a query (text, image or both) into one unit vector of the encoder's shared space."""
+"""Encode query parts into unit vectors of the encoder's shared space, and combine them by weight.
+
+A query is a list of parts (text, an image, a catalog product's vector), each with a weight. Its vector is
+the normalised weighted sum of the parts' unit embeddings (`combine`): with two parts of weight 1 it is the
+point halfway (in angle) between them, a weight of 2 pulls twice as hard, and a negative weight pushes the
+query away from that part ("sneakers, not leather": ``[("sneakers", 1), ("leather", -0.5)]``).
+
+Embeddings of texts and images are kept in an LRU cache (`QueryEncoder`): shoppers repeat queries, and a
+text embedding costs 10+ ms of model time that a cache hit skips.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,41 +27,143 @@ from embed.protocol import Encoder
 _EPS = 1e-6
 
 
-def normalised_mean(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The unit vector along the mean of ``vectors`` (shape (n, dim)).
+@dataclass(frozen=True)
+class Part:
+    """One embedded part of a query."""
 
-    For unit inputs this is the point on the sphere halfway (in angle) between them, so a text and an image
-    query pull equally, whatever their norms were before normalisation.
+    vector: NDArray[np.float32]
+    """Unit vector of the part."""
+    weight: float
+    kind: str
+    """"text" or "image" (a product's stored vector counts as an image)."""
+    text: str | None = None
+
+
+def combine(parts: Sequence[Part]) -> NDArray[np.float32]:
+    """The unit vector along the weighted sum of the parts' vectors.
 
     Raises:
-        InvalidQuery: the vectors cancel out (their mean is zero).
+        InvalidQuery: no part with a positive weight, or the parts cancel out.
     """
-    mean = np.asarray(vectors, dtype=np.float64).mean(axis=0)
-    norm = float(np.linalg.norm(mean))
+    if not any(part.weight > 0 for part in parts):
+        raise InvalidQuery("a query needs at least one part with a positive weight; negative parts only say "
+                           "what to avoid")
+    total = np.zeros(parts[0].vector.shape, dtype=np.float64)
+    for part in parts:
+        total += part.weight * np.asarray(part.vector, dtype=np.float64)
+    norm = float(np.linalg.norm(total))
     if norm < _EPS:
-        raise InvalidQuery("the text and the image of the query point in opposite directions and cancel out; "
-                           "search with one of them")
-    unit: NDArray[np.float32] = (mean / norm).astype(np.float32)
+        raise InvalidQuery("the parts of the query point in opposite directions and cancel out; change their "
+                           "weights or search with fewer parts")
+    unit: NDArray[np.float32] = (total / norm).astype(np.float32)
     return unit
 
 
-def encode_query(encoder: Encoder, *, text: str | None, image: Image.Image | None) -> NDArray[np.float32]:
-    """One unit query vector of shape (dim,).
+def normalised_mean(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The unit vector along the mean of ``vectors`` (shape (n, dim)): `combine` with equal weights.
 
-    Text goes through ``encoder.embed_texts``, an image through ``encoder.embed_images``. When both are given
-    the query is their normalised mean (`normalised_mean`): "this photo, described as ...". That vector is
-    then searched against both indices like any other query.
+    Raises:
+        InvalidQuery: the vectors cancel out.
+    """
+    return combine([Part(v, 1.0, "text") for v in np.asarray(vectors, dtype=np.float32)])
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """How the query cache has done since the service started."""
+
+    capacity: int
+    size: int
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups (0 before any)."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+class QueryEncoder:
+    """Embeds query texts and images through an encoder, with an LRU cache of the results (thread-safe).
+
+    Args:
+        encoder: the collection's encoder.
+        cache_size: embeddings kept; 0 turns the cache off.
+    """
+
+    def __init__(self, encoder: Encoder, *, cache_size: int) -> None:
+        self.encoder = encoder
+        self._capacity = max(0, cache_size)
+        self._cache: OrderedDict[tuple[str, str], NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+
+    def text(self, text: str) -> NDArray[np.float32]:
+        """The unit embedding of a query text."""
+        key = ("text", text)
+        cached = self._get(key)
+        if cached is not None:
+            return cached
+        vector = _unit(self.encoder.embed_texts([text])[0])
+        self._put(key, vector)
+        return vector
+
+    def image(self, image: Image.Image) -> NDArray[np.float32]:
+        """The unit embedding of a query image (cached by a hash of its pixels)."""
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+        digest.update(f"{image.mode}{image.size}".encode())
+        key = ("image", digest.hexdigest())
+        cached = self._get(key)
+        if cached is not None:
+            return cached
+        vector = _unit(self.encoder.embed_images([image])[0])
+        self._put(key, vector)
+        return vector
+
+    def stats(self) -> CacheStats:
+        """Capacity, size, hits and misses so far."""
+        with self._lock:
+            return CacheStats(self._capacity, len(self._cache), self._hits, self._misses)
+
+    def _get(self, key: tuple[str, str]) -> NDArray[np.float32] | None:
+        with self._lock:
+            vector = self._cache.get(key)
+            if vector is None:
+                self._misses += 1
+                return None
+            self._cache.move_to_end(key)
+            self._hits += 1
+            return vector
+
+    def _put(self, key: tuple[str, str], vector: NDArray[np.float32]) -> None:
+        if not self._capacity:
+            return
+        vector.setflags(write=False)  # shared by every later hit: nobody may change it
+        with self._lock:
+            self._cache[key] = vector
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+
+
+def _unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(out))
+    return out / norm if norm > _EPS else out
+
+
+def encode_query(encoder: Encoder, *, text: str | None, image: Image.Image | None) -> NDArray[np.float32]:
+    """One unit query vector of a text, an image, or both (their normalised mean), without a cache.
 
     Raises:
         InvalidQuery: neither text nor image, or the two cancel out.
     """
-    parts: list[NDArray[np.float32]] = []
+    parts: list[Part] = []
     if text:
-        parts.append(encoder.embed_texts([text])[0])
+        parts.append(Part(encoder.embed_texts([text])[0], 1.0, "text", text))
     if image is not None:
-        parts.append(encoder.embed_images([image])[0])
+        parts.append(Part(encoder.embed_images([image])[0], 1.0, "image"))
     if not parts:
         raise InvalidQuery("nothing to search for: give a query text or an image (or both)")
-    if len(parts) == 1:
-        return normalised_mean(parts[0][None, :])
-    return normalised_mean(np.stack(parts))
+    return combine(parts)

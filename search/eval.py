@@ -5,14 +5,18 @@ A query set is JSON Lines, one query per line::
     {"id": "q1", "query": "running shoes", "relevant_where": {"category": "Sneaker"}}
     {"image": "queries/boot.png", "relevant": ["sku-1", "sku-7"]}
     {"query": "in black", "image": "queries/boot.png", "relevant_where": {"attributes.colour": "black"}}
+    {"query": "shoes", "parts": [{"text": "sneakers", "weight": -0.5}], "relevant_where": {"category": "Sandal"}}
 
-``query`` (text) and/or ``image`` (a path relative to the query file); the relevant products either listed by
-id (``relevant``) or described by payload equalities (``relevant_where``, dotted paths reach nested fields;
-every condition must hold). Relevance is binary.
+``query`` (text) and/or ``image`` (a path relative to the query file), and optionally ``parts``, more parts of a
+composed query (``{"text": ...}`` or ``{"product_id": ...}``, each with an optional ``weight``); the relevant
+products either listed by id (``relevant``) or described by payload equalities (``relevant_where``, dotted
+paths reach nested fields; every condition must hold). Relevance is binary.
 
-Every query runs through `search.service.SearchService` three times: against the image index alone
-(``w_text = 0``), the text index alone (``w_image = 0``) and fused with the service's default weights. A
-weight sweep runs the fused search over a grid of weights.
+Every query runs through `search.service.SearchService` four times (`MODES`): against the image index alone
+(``w_text = 0``), the text index alone (``w_image = 0``), both fused with the default weights, and fused
+with the lexical (BM25) match added (``hybrid``); the first three leave the lexical match out. The query's
+embeddings are computed once (the service's query cache keeps them). A weight sweep runs the fused search over
+a grid of weights.
 """
 
 from __future__ import annotations
@@ -26,20 +30,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from pydantic import ValidationError
 
 from common.errors import InvalidInput
 from common.images import decode_image
 from common.settings import SearchSettings
-from search.encode import encode_query
-from search.query import QueryFields
+from search.query import QueryPart, SearchRequest, describe_validation_error
 from search.service import SearchService
 from store.protocol import VectorStore
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("ndcg", "recall", "precision", "mrr")
-MODES: dict[str, tuple[float, float] | None] = {"image": (1.0, 0.0), "text": (0.0, 1.0), "fused": None}
+MODES: dict[str, dict[str, float]] = {
+    "image": {"w_image": 1.0, "w_text": 0.0, "w_lexical": 0.0},
+    "text": {"w_image": 0.0, "w_text": 1.0, "w_lexical": 0.0},
+    "fused": {"w_lexical": 0.0},
+    "hybrid": {},
+}
+"""Retrieval modes: the weights each overrides (the rest are the service's defaults)."""
 SWEEP_STEPS = 10
 _SCALAR = (str, int, float, bool)
 
@@ -54,10 +63,18 @@ class EvalQuery:
     image: Path | None
     relevant: frozenset[str] | None
     relevant_where: Mapping[str, Any] | None
+    parts: tuple[QueryPart, ...] = ()
+    label: str | None = None
+    """The line's own ``kind`` (e.g. "identifier"), reported instead of the derived one."""
 
     @property
     def kind(self) -> str:
-        """``text``, ``image`` or ``text+image``."""
+        """The line's ``kind`` if it gives one, else ``composed`` (with parts), ``text``, ``image`` or
+        ``text+image``."""
+        if self.label:
+            return self.label
+        if self.parts:
+            return "composed"
         if self.text and self.image:
             return "text+image"
         return "image" if self.image else "text"
@@ -67,17 +84,28 @@ def _parse(line_no: int, data: Any, folder: Path) -> EvalQuery:
     where = f"query line {line_no}"
     if not isinstance(data, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(data).__name__}")
-    unknown = set(data) - {"id", "query", "image", "relevant", "relevant_where"}
+    unknown = set(data) - {"id", "kind", "query", "image", "parts", "relevant", "relevant_where"}
     if unknown:
-        raise InvalidInput(f"{where}: unknown field(s) {sorted(unknown)}; expected query, image, relevant, "
-                           "relevant_where, id")
+        raise InvalidInput(f"{where}: unknown field(s) {sorted(unknown)}; expected query, image, parts, relevant, "
+                           "relevant_where, id, kind")
+    label = data.get("kind")
+    if label is not None and (not isinstance(label, str) or not label.strip() or label == "all"):
+        raise InvalidInput(f"{where}: 'kind' must be a non-empty label other than 'all', got {label!r}")
+    parts = data.get("parts", [])
+    if not isinstance(parts, list) or not all(isinstance(p, dict) and "image_url" not in p for p in parts):
+        raise InvalidInput(f"{where}: 'parts' must be a list of {{\"text\" or \"product_id\": ..., \"weight\": w}}, "
+                           f"got {parts!r}")
+    try:
+        checked_parts = tuple(QueryPart(**p) for p in parts)
+    except ValidationError as e:
+        raise InvalidInput(f"{where}: parts: {describe_validation_error(e)}") from e
     text, image = data.get("query"), data.get("image")
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise InvalidInput(f"{where}: 'query' must be a non-empty string, got {text!r}")
     if image is not None and (not isinstance(image, str) or not image.strip()):
         raise InvalidInput(f"{where}: 'image' must be a path (relative to the query file), got {image!r}")
-    if text is None and image is None:
-        raise InvalidInput(f"{where}: give 'query' (text) and/or 'image' (a path)")
+    if text is None and image is None and not checked_parts:
+        raise InvalidInput(f"{where}: give 'query' (text), 'image' (a path) or 'parts'")
     relevant, conditions = data.get("relevant"), data.get("relevant_where")
     if (relevant is None) == (conditions is None):
         raise InvalidInput(f"{where}: give exactly one of 'relevant' (product ids) and 'relevant_where' "
@@ -94,7 +122,7 @@ def _parse(line_no: int, data: Any, folder: Path) -> EvalQuery:
         raise InvalidInput(f"{where}: image {image!r} not found (looked at {str(path)!r})")
     return EvalQuery(line=line_no, id=str(data.get("id") or f"line{line_no}"), text=text, image=path,
                      relevant=frozenset(str(r) for r in relevant) if relevant is not None else None,
-                     relevant_where=conditions)
+                     relevant_where=conditions, parts=checked_parts, label=label)
 
 
 def read_queries(path: Path) -> list[EvalQuery]:
@@ -222,20 +250,16 @@ class Evaluator:
         self.queries = list(queries)
         self.k = k
         self.relevant = relevant_sets(self.queries, store=store, collection=service.collection)
-        self.vectors = [self._encode(q, max_pixels) for q in self.queries]
+        self.images = [None if q.image is None else
+                       decode_image(q.image.read_bytes(), max_pixels=max_pixels, source=str(q.image))
+                       for q in self.queries]
 
-    def _encode(self, query: EvalQuery, max_pixels: int) -> NDArray[np.float32]:
-        image = None
-        if query.image is not None:
-            image = decode_image(query.image.read_bytes(), max_pixels=max_pixels, source=str(query.image))
-        return encode_query(self.service.encoder, text=query.text, image=image)
-
-    def _run(self, weights: tuple[float, float] | None) -> list[dict[str, float]]:
-        request = QueryFields(limit=self.k) if weights is None else \
-            QueryFields(limit=self.k, w_image=weights[0], w_text=weights[1])
+    def _run(self, weights: Mapping[str, float]) -> list[dict[str, float]]:
         out = []
-        for vector, relevant in zip(self.vectors, self.relevant, strict=True):
-            response = self.service.search_vector(vector=vector, request=request)
+        for query, image, relevant in zip(self.queries, self.images, self.relevant, strict=True):
+            request = SearchRequest(q=query.text, image=image, query=list(query.parts) or None, limit=self.k,
+                                    group=False, **weights)
+            response = self.service.search(request)
             out.append(ranking_metrics([hit.id for hit in response.results], relevant, self.k))
         return out
 
@@ -259,12 +283,14 @@ class Evaluator:
         settings = self.settings
         counts = {"all": len(self.queries)} | {kind: sum(q.kind == kind for q in self.queries)
                                                for kind in sorted({q.kind for q in self.queries})}
-        report = EvalReport(k=self.k, weights={"image": settings.w_image, "text": settings.w_text},
+        report = EvalReport(k=self.k, weights={"image": settings.w_image, "text": settings.w_text,
+                                               "lexical": settings.w_lexical},
                             counts=counts, table=table, per_query=per_query)
         if sweep:
             for step in range(SWEEP_STEPS + 1):
                 w_image = round(step / SWEEP_STEPS, 2)
-                by_kind = self._by_kind(self._run((w_image, round(1 - w_image, 2))))
+                by_kind = self._by_kind(self._run({"w_image": w_image, "w_text": round(1 - w_image, 2),
+                                                   "w_lexical": 0.0}))
                 report.sweep.append({"w_image": w_image, "w_text": round(1 - w_image, 2), **by_kind})
         return report
 

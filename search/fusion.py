@@ -11,18 +11,33 @@ other, never zero. The fused score is::
 
 A product without an image vector has image score ``None`` and its fused score is ``w_text * text`` alone
 (likewise without a text vector); the weights are not re-normalised, so an image-less product competes with
-the text part only. Ranking is by fused score, highest first, ties broken by product id, so the order is total
-and stable across backends. The fusion is exact over the union; a product in neither top K is not seen, and K
+the text part only.
+
+Two more terms join when the search has them::
+
+    + w_lexical * bm25 / max(bm25 over the candidates)      (lexical: 0-1, the best word match is 1)
+    + w_all_words  if the product's text holds every word of the query
+    + sum of the tag boosts the product matches             (store.protocol.boost_of)
+
+BM25 scores have no fixed scale (they grow with the rarity of the words), so they are divided by the best
+one among the candidates; a product sharing no word with the query adds nothing. A product holding all the
+query's words gets ``w_all_words`` on top: BM25 alone lets a text that repeats two of three words of
+"Saltmarsh SM-AB9779-KH" come close to the one product that has all three, and the dense text similarity
+(which reads "SM-BG3306-KH" much like "SM-AB9779-KH") can then put it first.
+
+Ranking is by fused score, highest first, ties broken by product id, so the order is total and stable
+across backends. The fusion is exact over the union; a product in neither top K is not seen, and K
 larger than the page (`candidate_count`) keeps that rare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from store.protocol import IMAGE, TEXT, StoredPoint
+from store.lexical import LEXICAL
+from store.protocol import IMAGE, TEXT, Boost, StoredPoint, boost_of
 
 T = TypeVar("T")
 
@@ -45,6 +60,11 @@ class Fused:
     image: float | None
     text: float | None
     payload: Mapping[str, Any]
+    lexical: float | None = None
+    """BM25 score over the best among the candidates (None: no word in common)."""
+    boost: float = 0.0
+    all_words: bool = False
+    """Whether the product's text holds every word of the query."""
 
 
 def candidate_count(*, candidates: int, offset: int, limit: int) -> int:
@@ -99,13 +119,19 @@ def with_scores(candidates: Sequence[Candidate], name: str, scores: Mapping[str,
     return out
 
 
-def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float) -> list[Fused]:
-    """Combine each candidate's similarities on the two indices with the weights.
+def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float, w_lexical: float = 0.0,
+         boosts: Sequence[Boost] = (), all_words: Collection[str] = (), w_all_words: float = 0.0) -> list[Fused]:
+    """Combine each candidate's similarities on the indices with the weights, and add its tag boosts.
 
     Args:
-        candidates: the union of both indices' candidates, with every known similarity filled in.
+        candidates: the union of the indices' candidates, with every known similarity filled in (dense
+            cosines under ``image``/``text``, BM25 under ``lexical``).
         w_image: weight of the image similarity (>= 0).
         w_text: weight of the text similarity (>= 0).
+        w_lexical: weight of the lexical match, after division by the best BM25 score (>= 0).
+        boosts: tag boosts; a candidate gets the weights of those it matches.
+        all_words: ids of the candidates whose text holds every word of the query.
+        w_all_words: added to their score.
 
     Returns:
         One `Fused` per candidate, in the candidates' order (`rank` sorts them).
@@ -113,14 +139,20 @@ def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float) -> l
     Raises:
         ValueError: a negative weight.
     """
-    if w_image < 0 or w_text < 0:
-        raise ValueError(f"weights must be >= 0; got w_image={w_image}, w_text={w_text}")
+    if w_image < 0 or w_text < 0 or w_lexical < 0:
+        raise ValueError(f"weights must be >= 0; got w_image={w_image}, w_text={w_text}, w_lexical={w_lexical}")
+    best_lexical = max((c.scores.get(LEXICAL, 0.0) for c in candidates), default=0.0)
     fused = []
     for candidate in candidates:
         image, text = candidate.scores.get(IMAGE), candidate.scores.get(TEXT)
+        bm25 = candidate.scores.get(LEXICAL)
+        lexical = bm25 / best_lexical if bm25 is not None and bm25 > 0 and best_lexical > 0 else None
+        boost = boost_of(candidate.payload, boosts)
         score = (w_image * image if image is not None else 0.0) + (w_text * text if text is not None else 0.0)
+        complete = candidate.product_id in all_words
+        score += (w_lexical * lexical if lexical is not None else 0.0) + boost + (w_all_words if complete else 0.0)
         fused.append(Fused(product_id=candidate.product_id, score=score, image=image, text=text,
-                           payload=candidate.payload))
+                           payload=candidate.payload, lexical=lexical, boost=boost, all_words=complete))
     return fused
 
 
@@ -138,3 +170,45 @@ def paginate(items: Sequence[T], *, offset: int, limit: int) -> list[T]:
     if offset < 0 or limit < 1:
         raise ValueError(f"offset must be >= 0 and limit >= 1; got offset={offset}, limit={limit}")
     return list(items[offset : offset + limit])
+
+
+@dataclass(frozen=True)
+class Group:
+    """One result of a grouped search: the best product of a ``group_id`` and its other variants found."""
+
+    lead: Fused
+    variants: tuple[Fused, ...] = ()
+
+
+GROUP_FIELD = "group_id"
+
+
+def group_variants(ranked: Sequence[Fused]) -> list[Group]:
+    """Collapse ranked products sharing a ``group_id`` into one `Group` each, at the rank of its best product.
+
+    Products without a ``group_id`` stay alone. Variants keep their ranked order. A new list; inputs unchanged.
+    """
+    groups: dict[str, list[Fused]] = {}
+    order: list[str] = []
+    for item in ranked:
+        group = item.payload.get(GROUP_FIELD)
+        key = f"g:{group}" if isinstance(group, str) and group else f"p:{item.product_id}"
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(item)
+    return [Group(lead=groups[key][0], variants=tuple(groups[key][1:])) for key in order]
+
+
+def value_counts(payloads: Iterable[Mapping[str, Any]], field: str) -> list[tuple[str | int | bool, int]]:
+    """How many payloads have each value of ``field`` (dotted paths reach in; lists count each element),
+    most common first, ties by value."""
+    counts: dict[str | int | bool, int] = {}
+    for payload in payloads:
+        value: Any = payload
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str | int | bool) and not isinstance(item, float):
+                counts[item] = counts.get(item, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))

@@ -36,6 +36,10 @@ from store.protocol import STATE_KEY
 MAX_QUERY_CHARS = 1000
 """Longest query text accepted, in characters (CLIP-style text towers read far fewer tokens anyway)."""
 MAX_FILTERS = 32
+MAX_PARTS = 16
+"""Most parts a composed query may have."""
+MAX_PART_WEIGHT = 10.0
+MAX_FACETS = 8
 MAX_FILTER_VALUE_CHARS = 512
 DEFAULT_LIMIT = 10
 
@@ -43,6 +47,44 @@ DEFAULT_LIMIT = 10
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
 
 FilterValue = bool | int | float | str
+
+
+def check_field_name(name: str, *, what: str) -> str:
+    """A payload field name (dotted for nested fields), refusing Vitrine's own bookkeeping keys.
+
+    Raises:
+        ValueError: anything else; the message names the value and what was expected.
+    """
+    if not _FIELD_NAME.match(name) or name.split(".", 1)[0].startswith(STATE_KEY):
+        raise ValueError(f"{what} {name!r} is not a payload field name; expected letters, digits, '_' or '-', "
+                         "dotted for nested fields (e.g. 'attributes.color')")
+    return name
+
+
+class QueryPart(BaseModel):
+    """One part of a composed query: exactly one of ``text``, ``product_id`` (that product's image) or
+    ``image_url``, with a weight (negative: push results away from it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS, description="Words.")
+    product_id: str | None = Field(None, min_length=1, max_length=512,
+                                   description="A catalog product: its image (its text when it has none).")
+    image_url: str | None = Field(None, min_length=1, max_length=2048,
+                                  description="An http(s) image URL (public hosts only, see docs/deployment.md).")
+    weight: float = Field(1.0, ge=-MAX_PART_WEIGHT, le=MAX_PART_WEIGHT, allow_inf_nan=False,
+                          description="How strongly the part pulls (negative: pushes); not 0.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> QueryPart:
+        given = [name for name in ("text", "product_id", "image_url") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a query part needs exactly one of text, product_id or image_url; got "
+                             f"{given or 'none'}")
+        if self.weight == 0:
+            raise ValueError("a query part's weight is 0, so it would change nothing; give a weight other than 0 "
+                             "(negative pushes away)")
+        return self
 
 
 class QueryFields(BaseModel):
@@ -67,6 +109,16 @@ class QueryFields(BaseModel):
                                   description="Weight of the image index (default: settings search.w_image).")
     w_text: float | None = Field(None, ge=0, allow_inf_nan=False,
                                  description="Weight of the text index (default: settings search.w_text).")
+    w_lexical: float | None = Field(None, ge=0, allow_inf_nan=False, description="Weight of the lexical (BM25) "
+                                    "match (default: settings search.w_lexical).")
+    query: list[QueryPart] | None = Field(None, min_length=1, max_length=MAX_PARTS, description="A composed "
+                                          "query: parts whose weighted embeddings add up to the query vector.")
+    group: bool | None = Field(None, description="Collapse variants sharing a group_id into one result "
+                               "(default: settings search.group_variants).")
+    min_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                    description="Drop results whose relevance (0-1) is below this.")
+    facets: list[str] = Field(default_factory=list, max_length=MAX_FACETS, description="Payload fields to count "
+                              "among the results (e.g. category, brand, tags.colour).")
 
     @field_validator("q", "category", "brand")
     @classmethod
@@ -79,15 +131,18 @@ class QueryFields(BaseModel):
         if len(value) > MAX_FILTERS:
             raise ValueError(f"{len(value)} filters given; at most {MAX_FILTERS} are accepted")
         for name, item in value.items():
-            if not _FIELD_NAME.match(name) or name.split(".", 1)[0] == STATE_KEY:
-                raise ValueError(f"filter field {name!r} is not a payload field name; expected letters, "
-                                 "digits, '_' or '-', dotted for nested fields (e.g. 'attributes.color')")
+            check_field_name(name, what="filter field")
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError(f"filter {name}={item!r} is not a finite number")
             if isinstance(item, str) and len(item) > MAX_FILTER_VALUE_CHARS:
                 raise ValueError(f"filter {name} value is {len(item)} characters long; at most "
                                  f"{MAX_FILTER_VALUE_CHARS} are accepted")
         return value
+
+    @field_validator("facets")
+    @classmethod
+    def _check_facets(cls, value: list[str]) -> list[str]:
+        return [check_field_name(name, what="facet field") for name in dict.fromkeys(value)]
 
     @model_validator(mode="after")
     def _check_prices(self) -> QueryFields:
@@ -110,16 +165,17 @@ class SearchRequest(QueryFields):
 
     @model_validator(mode="after")
     def _check_something_to_search(self) -> SearchRequest:
-        if self.q is None and self.image is None:
-            raise ValueError("nothing to search for: give a query text (q) or an image (or both)")
+        if self.q is None and self.image is None and not self.query:
+            raise ValueError("nothing to search for: give a query text (q), an image, or query parts")
         return self
 
 
-def resolve_weights(request: QueryFields, settings: SearchSettings) -> tuple[float, float]:
-    """(w_image, w_text) of a request, unset ones taken from the settings."""
+def resolve_weights(request: QueryFields, settings: SearchSettings) -> tuple[float, float, float]:
+    """(w_image, w_text, w_lexical) of a request, unset ones taken from the settings."""
     w_image = settings.w_image if request.w_image is None else request.w_image
     w_text = settings.w_text if request.w_text is None else request.w_text
-    return w_image, w_text
+    w_lexical = settings.w_lexical if request.w_lexical is None else request.w_lexical
+    return w_image, w_text, w_lexical
 
 
 def check_bounds(request: QueryFields, settings: SearchSettings) -> None:
@@ -135,7 +191,7 @@ def check_bounds(request: QueryFields, settings: SearchSettings) -> None:
     if request.offset > settings.max_offset:
         problems.append(f"offset {request.offset} is over the deepest offset {settings.max_offset} "
                         "(setting search.max_offset)")
-    w_image, w_text = resolve_weights(request, settings)
+    w_image, w_text, _ = resolve_weights(request, settings)
     if w_image == 0 and w_text == 0:
         problems.append(f"w_image {w_image} and w_text {w_text} are both zero; at least one must be above 0")
     if problems:
@@ -221,19 +277,38 @@ class ProductView(BaseModel):
 
 
 class IndexScores(BaseModel):
-    """Cosine similarity of the query to a product on each index (null: the product has no such vector)."""
+    """Cosine similarity of the query to a product on each index (null: the product has no such vector),
+    its lexical match and the tag boost it got."""
 
     image: float | None
     text: float | None
+    lexical: float | None = Field(None, description="BM25 score divided by the best among the candidates "
+                                  "(0-1); null when the product shares no word with the query.")
+    boost: float = Field(0.0, description="Sum of the tag boosts the product got (docs/tags.md).")
+    all_words: bool = Field(False, description="Whether the product's text holds every word of the query "
+                            "(it then gets settings search.w_all_words).")
+
+
+class Variant(BaseModel):
+    """Another product of a result's group (same group_id), as found by the same search."""
+
+    id: str
+    score: float
+    product: ProductView
 
 
 class SearchHit(BaseModel):
     """One result."""
 
     id: str = Field(description="The product id.")
-    score: float = Field(description="Fused score: w_image * scores.image + w_text * scores.text.")
+    score: float = Field(description="Fused score: w_image * scores.image + w_text * scores.text + w_lexical * "
+                         "scores.lexical (+ w_all_words when scores.all_words) + scores.boost.")
+    relevance: float | None = Field(None, description="How far the similarities stand above those of unrelated "
+                                    "products, 0-1 (docs/relevance.md); null when the collection is too small.")
     scores: IndexScores
     product: ProductView
+    variants: list[Variant] = Field(default_factory=list, description="Other products of its group_id found "
+                                    "by the search, best first.")
 
 
 class Weights(BaseModel):
@@ -241,6 +316,22 @@ class Weights(BaseModel):
 
     image: float
     text: float
+    lexical: float = 0.0
+
+
+class TagBoost(BaseModel):
+    """A tag a query named, and the score products carrying it got."""
+
+    attribute: str
+    value: str
+    weight: float
+
+
+class FacetValue(BaseModel):
+    """One value of a field and how many products have it."""
+
+    value: str | int | bool
+    count: int
 
 
 class SearchResponse(BaseModel):
@@ -248,7 +339,32 @@ class SearchResponse(BaseModel):
 
     results: list[SearchHit]
     took_ms: float = Field(description="Time spent in the search service (encoding included), milliseconds.")
-    total_candidates: int = Field(description="Products in the union of both indices' candidate lists.")
+    total_candidates: int = Field(description="Products in the union of the indices' candidate lists.")
     offset: int
     limit: int
     weights: Weights
+    no_good_match: bool = Field(False, description="True when even the best candidate is not relevant "
+                                "(relevance under settings search.no_match_below): results are then empty.")
+    boosts: list[TagBoost] = Field(default_factory=list, description="Tags the query named, boosted.")
+    facets: dict[str, list[FacetValue]] | None = Field(None, description="Counts of the asked fields' values "
+                                                       "among all the results (not just this page).")
+
+
+class SimilarHit(BaseModel):
+    """One product of a more-like-this or recommendation answer."""
+
+    id: str
+    score: float = Field(description="Cosine similarity to the product (recommendations: the engine's "
+                         "best-score, below 0 when closer to a negative example).")
+    product: ProductView
+
+
+class SimilarResponse(BaseModel):
+    """Products like one product (``GET /products/{id}/similar``) or like some and unlike others
+    (``POST /recommend``)."""
+
+    product_id: str | None = Field(description="The product asked about (null for recommendations).")
+    source: str = Field(description="'precomputed' (stored by `vitrine similar --all`), 'search' or "
+                        "'recommend'.")
+    results: list[SimilarHit]
+    took_ms: float

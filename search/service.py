@@ -1,61 +1,102 @@
-"""The search service: encode the query, take candidates from both indices, fuse, filter and page."""
+"""The search service: encode the query, take candidates from the indices, fuse, boost, group, filter and page.
+
+Beside searches it answers the catalog questions built on the same collection: a product's nearest others
+(`similar`), recommendations from liked and disliked products (`recommend`), value counts (`facets`) and
+its own statistics (`stats`).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
-from common.errors import EncoderMismatch, NotFound
+from common.errors import EncoderMismatch, InvalidQuery, NotFound
 from common.settings import SearchSettings
+from common.vocabulary import TAGS_FIELD, Vocabulary
 from embed.protocol import Encoder
-from search.encode import encode_query
+from search.calibration import Calibration, calibrate
+from search.encode import CacheStats, Part, QueryEncoder, combine
 from search.filters import build_filter
 from search.fusion import (
     Fused,
+    Group,
     candidate_count,
     fuse,
+    group_variants,
     merge_candidates,
     missing_scores,
     paginate,
     rank,
+    value_counts,
     with_scores,
 )
 from search.query import (
+    FacetValue,
     IndexScores,
     ProductView,
     QueryFields,
+    QueryPart,
     SearchHit,
     SearchRequest,
     SearchResponse,
+    SimilarHit,
+    SimilarResponse,
+    TagBoost,
+    Variant,
     Weights,
     check_bounds,
     resolve_weights,
 )
-from store.protocol import IMAGE, STATE_KEY, TEXT, CollectionInfo, StoredPoint, VectorStore, check_weights
+from store.lexical import LEXICAL, covers, query_vector
+from store.protocol import (
+    IMAGE,
+    STATE_KEY,
+    TEXT,
+    Boost,
+    CollectionInfo,
+    Filter,
+    Match,
+    MatchAny,
+    StoredPoint,
+    VectorStore,
+    boost_of,
+    check_weights,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a stored payload without Vitrine's own bookkeeping (`STATE_KEY`)."""
-    return {key: value for key, value in payload.items() if key != STATE_KEY}
+    """A copy of a stored payload without Vitrine's own bookkeeping (`STATE_KEY`, `store.protocol.SIMILAR_KEY`:
+    every key starting with `STATE_KEY`)."""
+    return {key: value for key, value in payload.items() if not key.startswith(STATE_KEY)}
 
 
 class SearchService:
     """Answers searches over one collection with the encoder that built it.
 
     Construction checks the collection: it must exist and must have been built by ``encoder`` (same name and
-    dim), otherwise its vectors would be compared with vectors of another space.
+    dim), otherwise its vectors would be compared with vectors of another space. It then calibrates the
+    collection's scores (`search.calibration`), unless a calibration is given.
 
     Args:
         encoder: the collection's encoder (loaded here if it is not yet).
         store: an open store.
-        settings: candidate count, page bounds and default weights.
+        settings: candidate count, page bounds, default weights, cache size.
         collection: the collection (alias) to search.
+        vocabulary: the tag vocabulary the catalog was tagged with; a query naming one of its values boosts
+            the products carrying that tag by ``tag_boost``.
+        tag_boost: score added for each tag the query names (settings tags.boost).
+        image_loader: fetches and decodes an ``image_url`` query part (None: such parts are refused).
+        calibration: the collection's calibration; measured here when not given.
 
     Raises:
         NotFound: no such collection.
@@ -64,7 +105,16 @@ class SearchService:
     """
 
     def __init__(
-        self, *, encoder: Encoder, store: VectorStore, settings: SearchSettings, collection: str
+        self,
+        *,
+        encoder: Encoder,
+        store: VectorStore,
+        settings: SearchSettings,
+        collection: str,
+        vocabulary: Vocabulary | None = None,
+        tag_boost: float = 0.0,
+        image_loader: Callable[[str], Image.Image] | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         info = store.collection_info(collection)
         if info.encoder != encoder.name or info.dim != encoder.dim:
@@ -75,10 +125,15 @@ class SearchService:
             )
         check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
         self._encoder = encoder
+        self._queries = QueryEncoder(encoder, cache_size=settings.cache_size)
         self._store = store
         self._settings = settings
         self._collection = collection
         self._info = info
+        self._vocabulary = vocabulary
+        self._tag_boost = tag_boost
+        self._image_loader = image_loader
+        self._calibration = calibration if calibration is not None else calibrate(store, collection)
 
     @property
     def encoder(self) -> Encoder:
@@ -95,19 +150,44 @@ class SearchService:
         """The collection as it was when the service was built (count may have changed since)."""
         return self._info
 
+    @property
+    def calibration(self) -> Calibration:
+        """The collection's score calibration."""
+        return self._calibration
+
+    def cache_stats(self) -> CacheStats:
+        """How the query embedding cache has done."""
+        return self._queries.stats()
+
+    # -- searching ---------------------------------------------------------------------------------
+
     def search(self, request: SearchRequest) -> SearchResponse:
-        """Encode the request's text and/or image and search with that vector.
+        """Embed the request's text, image and query parts (cached), combine them and search.
 
         Raises:
-            InvalidQuery: the request breaks the settings' bounds, or its text and image cancel out.
+            InvalidQuery: the request breaks the settings' bounds, names a product that is not in the
+                collection, its parts cancel out, or an ``image_url`` cannot be used.
         """
         started = time.perf_counter()
         check_bounds(request, self._settings)
-        vector = encode_query(self._encoder, text=request.q, image=request.image)
-        return self._search(vector, request, started)
+        parts: list[Part] = []
+        if request.q:
+            parts.append(Part(self._queries.text(request.q), 1.0, "text", request.q))
+        if request.image is not None:
+            parts.append(Part(self._queries.image(request.image), 1.0, "image"))
+        for number, part in enumerate(request.query or [], start=1):
+            parts.append(self._resolve(number, part))
+        return self._search(combine(parts), request, started, plan=self._plan(parts))
 
-    def search_vector(self, *, vector: NDArray[np.float32], request: QueryFields) -> SearchResponse:
-        """Search with a ready query vector (same space as the encoder); ``request.q`` is ignored.
+    def search_vector(self, *, vector: NDArray[np.float32], request: QueryFields,
+                      text: str | None = None, text_share: float = 1.0) -> SearchResponse:
+        """Search with a ready query vector (same space as the encoder); ``request``'s query fields are ignored.
+
+        Args:
+            vector: the query vector.
+            request: filters, page, weights.
+            text: the words the vector came from, if any: they drive the lexical match and the tag boosts.
+            text_share: how much of the vector is text (1) or image (0), for the calibration.
 
         Raises:
             InvalidQuery: the request breaks the settings' bounds.
@@ -120,45 +200,156 @@ class SearchService:
             raise ValueError(f"query vector of size {query.size} (norm {float(np.linalg.norm(query)):.3g}) "
                              f"does not fit collection {self._collection!r}; expected a non-zero vector of "
                              f"size {self._info.dim}")
-        return self._search(query, request, started)
+        plan = self._plan([Part(query, 1.0, "text", text)] if text else [])
+        return self._search(query, request, started, plan=replace(plan, text_share=text_share))
 
-    def _search(self, query: NDArray[np.float32], request: QueryFields, started: float) -> SearchResponse:
-        w_image, w_text = resolve_weights(request, self._settings)
+    def _resolve(self, number: int, part: QueryPart) -> Part:
+        """Embed one query part."""
+        if part.text is not None:
+            return Part(self._queries.text(part.text), part.weight, "text", part.text)
+        if part.product_id is not None:
+            found = self._store.retrieve(self._collection, [part.product_id], with_vectors=True)
+            if not found:
+                raise InvalidQuery(f"query part {number}: product {part.product_id!r} is not in collection "
+                                   f"{self._collection!r}")
+            vectors = found[0].vectors
+            kind = IMAGE if IMAGE in vectors else TEXT
+            if kind not in vectors:
+                raise InvalidQuery(f"query part {number}: product {part.product_id!r} has no vector to search "
+                                   "with")
+            return Part(np.asarray(vectors[kind], dtype=np.float32), part.weight,
+                        "image" if kind == IMAGE else "text")
+        assert part.image_url is not None
+        if self._image_loader is None:
+            raise InvalidQuery(f"query part {number}: image_url parts are not enabled in this service")
+        image = self._image_loader(part.image_url)  # its errors name the URL and the reason
+        return Part(self._queries.image(image), part.weight, "image")
+
+    def _plan(self, parts: Sequence[Part]) -> Plan:
+        """What a query's parts ask beside their vector: words to match, tags to boost, its text share."""
+        words = " ".join(p.text for p in parts if p.kind == "text" and p.weight > 0 and p.text)
+        boosts: dict[tuple[str, str], float] = {}
+        if self._vocabulary is not None and self._tag_boost > 0:
+            for part in parts:
+                if part.kind != "text" or not part.text:
+                    continue
+                for attribute, value in self._vocabulary.mentions(part.text):
+                    key = (attribute, value)
+                    boosts[key] = boosts.get(key, 0.0) + math.copysign(self._tag_boost, part.weight)
+        positive = sum(p.weight for p in parts if p.weight > 0)
+        text_share = sum(p.weight for p in parts if p.weight > 0 and p.kind == "text") / positive \
+            if positive else 1.0
+        negative = [p for p in parts if p.weight < 0]
+        return Plan(words=words, boosts=tuple(Boost(Match(f"{TAGS_FIELD}.{a}", v), w)
+                                              for (a, v), w in boosts.items() if w), text_share=text_share,
+                    avoid=tuple(p.text for p in negative if p.kind == "text" and p.text),
+                    wanted=combine([p for p in parts if p.weight > 0]) if negative else None)
+
+    def _search(self, query: NDArray[np.float32], request: QueryFields, started: float, *,
+                plan: Plan) -> SearchResponse:
+        w_image, w_text, w_lexical = resolve_weights(request, self._settings)
+        if not (plan.words and self._info.lexical):
+            w_lexical = 0.0
+        grouped = self._settings.group_variants if request.group is None else request.group
         k = candidate_count(candidates=self._settings.candidates, offset=request.offset, limit=request.limit)
         store_filter = build_filter(request)
         lists: list[tuple[str, list[StoredPoint]]] = []
         for using, weight in ((IMAGE, w_image), (TEXT, w_text)):
             if weight > 0:  # an index with weight 0 cannot change the order; skip its search
-                lists.append((using, self._store.search(self._collection, vector=query, using=using, limit=k,
-                                                        filter=store_filter)))
+                found = self._store.search(self._collection, vector=query, using=using, limit=k,
+                                           filter=store_filter, boosts=plan.boosts)
+                lists.append((using, _without_boosts(found, plan.boosts)))
+        if w_lexical > 0:
+            lists.append((LEXICAL, self._store.lexical_search(self._collection, text=plan.words, limit=k,
+                                                              filter=store_filter)))
         candidates = merge_candidates(*lists)
         for using in (IMAGE, TEXT):  # exact similarity on the index that did not find a candidate
             unknown = missing_scores(candidates, using)
             if unknown:
                 scores = self._store.score(self._collection, vector=query, using=using, product_ids=unknown)
                 candidates = with_scores(candidates, using, scores)
-        ranked = rank(fuse(candidates, w_image=w_image, w_text=w_text))
-        page = paginate(ranked, offset=request.offset, limit=request.limit)
+        if w_lexical > 0:
+            unknown = missing_scores(candidates, LEXICAL)
+            if unknown:
+                scores = self._store.lexical_score(self._collection, text=plan.words, product_ids=unknown)
+                candidates = with_scores(candidates, LEXICAL, scores)
+        words, avoided = query_vector(plan.words), [query_vector(text) for text in plan.avoid]
+        complete = {c.product_id for c in candidates if c.scores.get(LEXICAL) and covers(words, c.payload)
+                    and not any(covers(a, c.payload) for a in avoided)  # it holds words the query avoids
+                    and boost_of(c.payload, plan.boosts) >= 0} if w_lexical > 0 else set()  # or a tag it avoids
+        ranked = rank(fuse(candidates, w_image=w_image, w_text=w_text, w_lexical=w_lexical, boosts=plan.boosts,
+                           all_words=complete, w_all_words=self._settings.w_all_words))
+        relevance = self._relevances(ranked, w_image, w_text, plan)
+        best = max((r for r in relevance.values() if r is not None), default=None)
+        calibrated = bool(self._calibration.noise)
+        no_good_match = not ranked or (calibrated and (best is None or best < self._settings.no_match_below))
+        kept = [] if no_good_match else [
+            item for item in ranked
+            if request.min_score is None or _at_least(relevance[item.product_id], request.min_score)]
+        groups = group_variants(kept) if grouped else [Group(item) for item in kept]
+        page = paginate(groups, offset=request.offset, limit=request.limit)
         took_ms = (time.perf_counter() - started) * 1000.0
         logger.debug("search %r: %d candidates, %d results in %.1f ms", request.q, len(candidates), len(page),
                      took_ms)
         return SearchResponse(
-            results=[self._hit(item) for item in page],
+            results=[self._hit(group, relevance) for group in page],
             took_ms=round(took_ms, 3),
             total_candidates=len(candidates),
             offset=request.offset,
             limit=request.limit,
-            weights=Weights(image=w_image, text=w_text),
+            weights=Weights(image=w_image, text=w_text, lexical=w_lexical),
+            no_good_match=no_good_match,
+            boosts=[TagBoost(attribute=b.condition.field.removeprefix(f"{TAGS_FIELD}."),
+                             value=str(b.condition.value), weight=b.weight) for b in plan.boosts],
+            facets={name: [FacetValue(value=v, count=c) for v, c in value_counts((i.payload for i in kept), name)]
+                    for name in request.facets} if request.facets else None,
         )
 
+    def _relevances(self, ranked: Sequence[Fused], w_image: float, w_text: float, plan: Plan
+                    ) -> dict[str, float | None]:
+        """Each ranked item's relevance. A query with negative parts is judged by what it asks for: the
+        similarities to its positive parts alone (the negative ones lower every similarity, relevant or not)."""
+        if plan.wanted is None or not ranked or not self._calibration.noise:
+            return {item.product_id: self._relevance(item, item.image, item.text, w_image, w_text,
+                                                     text_share=plan.text_share) for item in ranked}
+        ids = [item.product_id for item in ranked]
+        image = self._store.score(self._collection, vector=plan.wanted, using=IMAGE, product_ids=ids)
+        text = self._store.score(self._collection, vector=plan.wanted, using=TEXT, product_ids=ids)
+        return {item.product_id: self._relevance(item, image.get(item.product_id), text.get(item.product_id),
+                                                 w_image, w_text, text_share=plan.text_share) for item in ranked}
+
+    def _relevance(self, item: Fused, image: float | None, text: float | None, w_image: float, w_text: float, *,
+                   text_share: float) -> float | None:
+        """The weighted mean of the per-index relevances of similarities ``image`` and ``text`` (see
+        `search.calibration`); 1 when the item's text holds every word of the query (an exact brand, SKU or
+        model-number match)."""
+        if item.all_words:
+            return 1.0
+        total = weight = 0.0
+        for index, score, w in ((IMAGE, image, w_image), (TEXT, text, w_text)):
+            if score is None or w <= 0:
+                continue
+            value = self._calibration.percentile(score, index=index, text_share=text_share)
+            if value is not None:
+                total += w * value
+                weight += w
+        return round(total / weight, 6) if weight else None
+
     @staticmethod
-    def _hit(item: Fused) -> SearchHit:
+    def _hit(group: Group, relevance: Mapping[str, float | None]) -> SearchHit:
+        item = group.lead
         return SearchHit(
             id=item.product_id,
             score=item.score,
-            scores=IndexScores(image=item.image, text=item.text),
-            product=ProductView.model_validate({"id": item.product_id, **public_payload(dict(item.payload))}),
+            relevance=relevance.get(item.product_id),
+            scores=IndexScores(image=item.image, text=item.text, lexical=item.lexical, boost=item.boost,
+                               all_words=item.all_words),
+            product=_view(item.product_id, item.payload),
+            variants=[Variant(id=v.product_id, score=v.score, product=_view(v.product_id, v.payload))
+                      for v in group.variants],
         )
+
+    # -- products ----------------------------------------------------------------------------------
 
     def get_product(self, product_id: str) -> dict[str, Any]:
         """A product's fields as indexed (bookkeeping stripped).
@@ -170,3 +361,131 @@ class SearchService:
         if not points:
             raise NotFound(f"product {product_id!r} is not in collection {self._collection!r}")
         return public_payload(points[0].payload)
+
+    def similar(self, product_id: str, *, limit: int) -> SimilarResponse:
+        """The products nearest to one product (itself left out), best first.
+
+        Uses the neighbours `vitrine similar --all` stored when there are enough of them (a lookup), and
+        otherwise searches the image index with the product's image vector (its text vector without one).
+
+        Raises:
+            NotFound: no product with that id.
+            InvalidQuery: ``limit`` outside 1..search.max_limit.
+        """
+        from search.neighbours import similar_of  # here, not at the top: it loads faiss, which searches never need
+
+        started = time.perf_counter()
+        self._check_limit(limit)
+        stored = similar_of(self._store, self._collection, product_id)
+        if stored is not None and len(stored) >= limit:
+            pairs = stored[:limit]
+            points = {p.product_id: p for p in self._store.retrieve(self._collection, [pid for pid, _ in pairs])}
+            hits = [SimilarHit(id=pid, score=score, product=_view(pid, points[pid].payload))
+                    for pid, score in pairs if pid in points]
+            return SimilarResponse(product_id=product_id, source="precomputed", results=hits,
+                                   took_ms=_ms(started))
+        point = self._store.retrieve(self._collection, [product_id], with_vectors=True)[0]
+        using = IMAGE if IMAGE in point.vectors else TEXT
+        found = self._store.search(self._collection, vector=point.vectors[using], using=using, limit=limit,
+                                   filter=Filter(must_not=(Match("id", product_id),)))
+        return SimilarResponse(product_id=product_id, source="search", results=_similar_hits(found),
+                               took_ms=_ms(started))
+
+    def recommend(self, *, positive: Sequence[str], negative: Sequence[str] = (), limit: int,
+                  request: QueryFields | None = None) -> SimilarResponse:
+        """Products like the ``positive`` ones and unlike the ``negative`` ones (the engine's recommendation
+        query on the image index, best-score strategy); the given products are left out.
+
+        Raises:
+            InvalidQuery: no positive product, an id in both lists, a product that is not in the collection or
+                has no image vector, or ``limit`` outside 1..search.max_limit.
+        """
+        started = time.perf_counter()
+        self._check_limit(limit)
+        if not positive:
+            raise InvalidQuery("positive: give at least one product id to recommend from")
+        both = sorted(set(positive) & set(negative))
+        if both:
+            raise InvalidQuery(f"product ids {both!r} are both positive and negative")
+        asked = list(dict.fromkeys([*positive, *negative]))
+        points = {p.product_id: p for p in self._store.retrieve(self._collection, asked, with_vectors=True)}
+        missing = [pid for pid in asked if pid not in points]
+        if missing:
+            raise InvalidQuery(f"product ids {missing!r} are not in collection {self._collection!r}")
+        imageless = [pid for pid in asked if IMAGE not in points[pid].vectors]
+        if imageless:
+            raise InvalidQuery(f"products {imageless!r} have no image vector to recommend from")
+        base = build_filter(request) if request is not None else None
+        exclude = MatchAny("id", tuple(asked))
+        store_filter = Filter(must=base.must if base else (), must_not=(*(base.must_not if base else ()), exclude))
+        found = self._store.recommend(self._collection, positive=[points[p].vectors[IMAGE] for p in positive],
+                                      negative=[points[p].vectors[IMAGE] for p in negative], using=IMAGE,
+                                      limit=limit, filter=store_filter)
+        return SimilarResponse(product_id=None, source="recommend", results=_similar_hits(found),
+                               took_ms=_ms(started))
+
+    def facets(self, field: str, *, request: QueryFields | None = None, limit: int = 20) -> list[FacetValue]:
+        """Counts of a field's values over the catalog, or over the products matching ``request``'s filters.
+
+        Raises:
+            InvalidQuery: the field has no payload index, or a bad limit.
+        """
+        store_filter = build_filter(request) if request is not None else None
+        return [FacetValue(value=c.value, count=c.count)
+                for c in self._store.facet(self._collection, field, filter=store_filter, limit=limit)]
+
+    def stats(self) -> dict[str, Any]:
+        """The collection, the query cache and the calibration, as JSON-ready data."""
+        cache = self._queries.stats()
+        info = self._store.collection_info(self._collection)
+        return {
+            "collection": {"name": info.name, "physical": info.physical, "encoder": info.encoder, "dim": info.dim,
+                           "count": info.count, "lexical": info.lexical},
+            "cache": {"capacity": cache.capacity, "size": cache.size, "hits": cache.hits, "misses": cache.misses,
+                      "hit_rate": round(cache.hit_rate, 4)},
+            "calibration": self._calibration.describe(),
+        }
+
+    def _check_limit(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self._settings.max_limit:
+            raise InvalidQuery(f"limit {limit!r} must be between 1 and {self._settings.max_limit} "
+                               "(setting search.max_limit)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a search does beside its vector."""
+
+    words: str = ""
+    """Words for the lexical match (the query's positive text parts)."""
+    boosts: tuple[Boost, ...] = ()
+    text_share: float = 1.0
+    avoid: tuple[str, ...] = ()
+    """The negative text parts: a product holding all the words of one gets no all-words bonus."""
+    wanted: NDArray[np.float32] | None = None
+    """The positive parts' vector, when the query also has negative ones (relevance is judged by it)."""
+
+
+def _without_boosts(points: list[StoredPoint], boosts: Sequence[Boost]) -> list[StoredPoint]:
+    """Search results with the boosts the engine added taken out of their scores (plain cosines again)."""
+    if not boosts:
+        return points
+    return [replace(p, score=None if p.score is None else p.score - boost_of(p.payload, boosts)) for p in points]
+
+
+def _at_least(relevance: float | None, minimum: float) -> bool:
+    """Whether a result passes ``min_score`` (an uncalibrated collection gives no relevance: everything passes)."""
+    return relevance is None or relevance >= minimum
+
+
+def _view(product_id: str, payload: Mapping[str, Any]) -> ProductView:
+    return ProductView.model_validate({"id": product_id, **public_payload(dict(payload))})
+
+
+def _similar_hits(points: Sequence[StoredPoint]) -> list[SimilarHit]:
+    return [SimilarHit(id=p.product_id, score=float(p.score or 0.0), product=_view(p.product_id, p.payload))
+            for p in points]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

@@ -45,7 +45,7 @@ def format_report(report: EvalReport) -> str:
     k = report.k
     header = f"{'queries':<11} {'n':>4}  {'index':<6}" + "".join(f" {f'{m}@{k}':>12}" for m in METRICS)
     weights = f"image {report.weights['image']:g}, text {report.weights['text']:g}"
-    lines = [f"k={k}; fused weights: {weights}", header]
+    lines = [f"k={k}; fused weights: {weights}; hybrid adds lexical {report.weights['lexical']:g}", header]
     for kind, modes in report.table.items():
         for mode in MODES:
             values = "".join(f" {modes[mode][f'{m}@{k}']:>12.4f}" for m in METRICS)

@@ -23,11 +23,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``search`` subcommand."""
     parser = subparsers.add_parser(
         "search", help="search the catalog by text and/or image",
-        description="Search the indexed catalog. TEXT, --image or both (the query is then their normalised "
-                    "mean). Scores: fused = w_image * image + w_text * text (cosine similarities).",
+        description="Search the indexed catalog. TEXT, --image, --like, --image-url, or several: the query "
+                    "vector is the normalised weighted sum of their embeddings (weight 1 each; --not parts get "
+                    "settings search.negative_weight, -0.5: they push results away). Scores: fused = w_image * "
+                    "image + w_text * text (cosines) + w_lexical * lexical (BM25 over the best) + tag boost.",
     )
     parser.add_argument("text", nargs="?", metavar="TEXT", help="query text (optional with --image)")
     parser.add_argument("--image", type=Path, metavar="PATH", help="query image file")
+    parser.add_argument("--not", action="append", default=[], metavar="TEXT", dest="negatives",
+                        help="words the results should not look like ('leather'); repeatable")
+    parser.add_argument("--like", action="append", default=[], metavar="PRODUCT_ID",
+                        help="a catalog product the results should look like; repeatable")
+    parser.add_argument("--image-url", action="append", default=[], metavar="URL",
+                        help="an http(s) image to search with (public hosts only); repeatable")
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                         help="results to show (default %(default)s)")
     parser.add_argument("--offset", type=int, default=0, help="results to skip (default %(default)s)")
@@ -43,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "settings search.w_image)")
     parser.add_argument("--w-text", type=float, metavar="W", help="weight of the text index (default: "
                         "settings search.w_text)")
+    parser.add_argument("--w-lexical", type=float, metavar="W", help="weight of the lexical (BM25) match "
+                        "(default: settings search.w_lexical)")
+    parser.add_argument("--group", action=argparse.BooleanOptionalAction, default=None,
+                        help="collapse variants sharing a group_id (default: settings search.group_variants)")
+    parser.add_argument("--min-score", type=float, metavar="R", help="drop results of relevance under R (0-1)")
+    parser.add_argument("--facet", action="append", default=[], metavar="FIELD",
+                        help="count this field's values among the results; repeatable")
     parser.add_argument("--model", help="encoder name; must be the one the collection was built with "
                         "(default: the collection's)")
     parser.add_argument("--collection", help="collection to search (default: settings store.collection)")
@@ -50,12 +65,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _fields(args: argparse.Namespace) -> dict[str, Any]:
+def _fields(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     fields: dict[str, Any] = {"q": args.text, "limit": args.limit, "offset": args.offset}
-    for name in ("category", "brand", "min_price", "max_price", "in_stock", "w_image", "w_text"):
+    for name in ("category", "brand", "min_price", "max_price", "in_stock", "w_image", "w_text", "w_lexical",
+                 "group", "min_score"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    parts = [{"text": text, "weight": settings.search.negative_weight} for text in args.negatives]
+    parts += [{"product_id": pid} for pid in args.like] + [{"image_url": url} for url in args.image_url]
+    if parts:
+        fields["query"] = parts
+    if args.facet:
+        fields["facets"] = args.facet
     if args.filters:
         try:
             fields["filters"] = dict(parse_filter_option(option) for option in args.filters)
@@ -79,7 +101,7 @@ def _read_image(path: Path, settings: Settings) -> Image.Image:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one search and print the results; exit status 2 for a bad query or image."""
     try:
-        fields = build_fields(_fields(args), settings=settings.search)
+        fields = build_fields(_fields(args, settings), settings=settings.search)
         image = _read_image(args.image, settings) if args.image is not None else None
         request = build_request(fields, settings=settings.search, image=image)
     except InvalidInput as e:
@@ -88,6 +110,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     components = open_search(settings, model=args.model, collection=args.collection)
     try:
         response = components.service.search(request)
+    except InvalidInput as e:  # a product or an image URL of the query that cannot be used
+        print(f"vitrine search: {e}", file=sys.stderr)
+        return EXIT_BAD_QUERY
     finally:
         components.close()
     print(response.model_dump_json(indent=2, exclude_unset=True) if args.json else format_table(response))
@@ -101,20 +126,31 @@ def _cell(value: Any, width: int) -> str:
 
 def format_table(response: SearchResponse) -> str:
     """The results as an aligned text table with a one-line summary."""
+    weights = response.weights
     summary = (f"{len(response.results)} result(s) from {response.total_candidates} candidates in "
-               f"{response.took_ms:.1f} ms (weights: image {response.weights.image:g}, "
-               f"text {response.weights.text:g})")
+               f"{response.took_ms:.1f} ms (weights: image {weights.image:g}, text {weights.text:g}, "
+               f"lexical {weights.lexical:g})")
+    extra = [f"boosted tags: {', '.join(f'{b.attribute}={b.value} ({b.weight:+g})' for b in response.boosts)}"
+             ] if response.boosts else []
+    for name, counts in (response.facets or {}).items():
+        if counts:
+            extra.append(f"{name}: " + ", ".join(f"{c.value} ({c.count})" for c in counts))
+    if response.no_good_match:
+        return "\n".join(["no good match: nothing in the catalog is close enough to this query", *extra, summary])
     if not response.results:
-        return f"no results; {summary}"
-    header = (f"{'#':>3}  {'score':>7}  {'image':>7}  {'text':>7}  {'id':<16}  {'title':<36}  "
-              f"{'price':>12}  {'brand':<14}  category")
+        return "\n".join([f"no results; {summary}", *extra])
+    header = (f"{'#':>3}  {'score':>7}  {'relev':>6}  {'image':>7}  {'text':>7}  {'lex':>5}  {'id':<16}  "
+              f"{'title':<36}  {'price':>12}  {'brand':<14}  category")
     lines = [header]
     for rank, hit in enumerate(response.results, start=response.offset + 1):
         product = hit.product
         price = "" if product.price is None else f"{product.price:.2f} {product.currency or ''}".strip()
         image = "-" if hit.scores.image is None else f"{hit.scores.image:.4f}"
         text = "-" if hit.scores.text is None else f"{hit.scores.text:.4f}"
-        lines.append(f"{rank:>3}  {hit.score:>7.4f}  {image:>7}  {text:>7}  {_cell(hit.id, 16):<16}  "
-                     f"{_cell(product.title, 36):<36}  {price:>12}  {_cell(product.brand, 14):<14}  "
-                     f"{_cell(product.category, 24)}")
-    return "\n".join([*lines, summary])
+        lexical = "-" if hit.scores.lexical is None else f"{hit.scores.lexical:.2f}"
+        relevance = "-" if hit.relevance is None else f"{hit.relevance:.3f}"
+        variants = f" (+{len(hit.variants)} variants)" if hit.variants else ""
+        lines.append(f"{rank:>3}  {hit.score:>7.4f}  {relevance:>6}  {image:>7}  {text:>7}  {lexical:>5}  "
+                     f"{_cell(hit.id, 16):<16}  {_cell(product.title, 36):<36}  {price:>12}  "
+                     f"{_cell(product.brand, 14):<14}  {_cell(product.category, 24)}{variants}")
+    return "\n".join([*lines, *extra, summary])

@@ -39,6 +39,12 @@ def search_params(
     in_stock: bool | None = None,
     w_image: Weight = None,
     w_text: Weight = None,
+    w_lexical: Weight = None,
+    group: Annotated[bool | None, Query(description="Collapse variants sharing a group_id.")] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False,
+                                             description="Drop results of lower relevance (0-1).")] = None,
+    facet: Annotated[list[str] | None, Query(description="A field to count among the results; repeatable.")
+                     ] = None,
     filter_options: Annotated[
         list[str] | None,
         Query(alias="filter", description="Any payload field by equality, FIELD=VALUE (string value); "
@@ -50,7 +56,8 @@ def search_params(
         key: value
         for key, value in (("limit", limit), ("offset", offset), ("category", category), ("brand", brand),
                            ("min_price", min_price), ("max_price", max_price), ("in_stock", in_stock),
-                           ("w_image", w_image), ("w_text", w_text))
+                           ("w_image", w_image), ("w_text", w_text), ("w_lexical", w_lexical),
+                           ("group", group), ("min_score", min_score), ("facets", facet))
         if value is not None
     }
     if filter_options:
@@ -71,13 +78,16 @@ def search_get(
     params: SearchParamsDep,
     q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="Query text.")] = None,
 ) -> SearchResponse:
-    """Search both indices with the text ``q``; filters, page and weights as query parameters."""
+    """Search with the text ``q``; filters, page, weights, grouping and facets as query parameters."""
     return service.search(build_request({**params, "q": q}, settings=settings.search))
 
 
-@router.post("", summary="Search by text (JSON body)", response_model_exclude_unset=True)
+@router.post("", summary="Search by text or a composed query (JSON body)", response_model_exclude_unset=True,
+             responses=error_responses(400, 413, 415))
 def search_post(body: QueryFields, service: SearchServiceDep, settings: SettingsDep) -> SearchResponse:
-    """The same as ``GET /search``, with the parameters (and any-field ``filters``) as a JSON body."""
+    """The same as ``GET /search``, with the parameters as a JSON body, which may also hold any-field
+    ``filters`` and a composed ``query``: a list of parts ``{"text" | "product_id" | "image_url": ..., "weight":
+    w}`` whose weighted embeddings add up to the query vector (negative weights push away)."""
     return service.search(build_request(body, settings=settings.search))
 
 

@@ -63,10 +63,11 @@ def shop(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Path:
 def test_search_prints_a_table_with_the_best_match_first(shop: Path) -> None:
     text = Product.model_validate(ROWS[2]).embedding_text()  # exactly what the text index embedded
     done = run(
-        ["search", text, "--w-image", "0", "--w-text", "1", "--limit", "3"], home=shop / "home", cwd=shop
+        ["search", text, "--w-image", "0", "--w-text", "1", "--w-lexical", "0", "--limit", "3"], home=shop / "home",
+        cwd=shop
     )
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split()[:5] == ["#", "score", "image", "text", "id"]
+    assert lines[0].split()[:7] == ["#", "score", "relev", "image", "text", "lex", "id"]
     assert lines[1].split()[:2] == ["1", "1.0000"]
     assert "bag-1" in lines[1] and "brown leather bag" in lines[1]
     assert len(lines) == 1 + 3 + 1
@@ -82,7 +83,7 @@ def test_search_by_image_prints_the_apis_json(shop: Path) -> None:
     body = json.loads(done.stdout)
     assert {"results", "took_ms", "total_candidates", "offset", "limit", "weights"} <= set(body)
     top = body["results"][0]
-    assert set(top) == {"id", "score", "scores", "product"}
+    assert set(top) == {"id", "score", "relevance", "scores", "product", "variants"}
     assert top["id"] == "shoe-2"
     assert top["scores"]["image"] == pytest.approx(1.0, abs=1e-4)
     assert top["product"]["title"] == "white leather sneaker"
@@ -96,6 +97,21 @@ def test_search_by_text_and_image_with_filters(shop: Path) -> None:
         ["search", "leather", "--image", "img/bag-1.png", *filters, "--json"], home=shop / "home", cwd=shop
     )
     assert [hit["id"] for hit in json.loads(done.stdout)["results"]] == ["shoe-2"]
+
+
+def test_composed_query_with_not_like_and_facets(shop: Path) -> None:
+    done = run(["search", "shoe", "--not", "leather", "--like", "shoe-1", "--facet", "category", "--w-lexical", "0",
+                "--json"], home=shop / "home", cwd=shop)
+    body = json.loads(done.stdout)
+    ids = [hit["id"] for hit in body["results"]]
+    assert ids[0] == "shoe-1" and ids.index("shoe-1") < ids.index("shoe-2")
+    assert body["weights"]["lexical"] == 0 and {f["value"] for f in body["facets"]["category"]} >= {"shoes"}
+    table = run(["search", "Acme leather bag", "--facet", "brand"], home=shop / "home", cwd=shop).stdout
+    first = table.splitlines()[1]
+    assert "bag-1" in first and "1.00" in first  # every word found: lexical 1.00
+    assert "brand: Acme" in table
+    bad = run(["search", "shoe", "--like", "nope"], home=shop / "home", cwd=shop, check=2)
+    assert "'nope'" in bad.stderr
 
 
 def test_info_json(shop: Path, tiny_clip_dir: Path) -> None:

@@ -20,7 +20,10 @@ MAX_UPLOAD = 16384
 
 @pytest.fixture(scope="module")
 def client(catalog: Catalog) -> Iterator[httpx.Client]:
-    settings = Settings(home=catalog.home, api={"max_upload_bytes": MAX_UPLOAD}, search={"max_limit": 20})
+    # the lexical match is off: these tests check the dense fusion's exact scores (tests/unit/api/test_api_queries.py
+    # has it on)
+    settings = Settings(home=catalog.home, api={"max_upload_bytes": MAX_UPLOAD},
+                        search={"max_limit": 20, "w_lexical": 0.0})
     with running(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
         wait_ready(http)
         yield http
@@ -47,15 +50,15 @@ def test_get_search_finds_the_product_whose_title_is_the_query(client: httpx.Cli
     response = client.get("/search", params={"q": "brown leather bag", "w_image": 0, "w_text": 1})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert {"results", "took_ms", "total_candidates", "offset", "limit", "weights"} <= set(body)
+    assert {"results", "took_ms", "total_candidates", "offset", "limit", "weights", "no_good_match"} <= set(body)
     top = body["results"][0]
-    assert set(top) == {"id", "score", "scores", "product"}
+    assert set(top) == {"id", "score", "relevance", "scores", "product", "variants"}
     assert top["id"] == "bag-1"
     assert top["scores"]["text"] == pytest.approx(1.0, abs=1e-4)
     assert top["score"] == pytest.approx(1.0, abs=1e-4)
     assert top["product"]["title"] == "brown leather bag"
     assert all(STATE_KEY not in hit["product"] for hit in body["results"])
-    assert body["weights"] == {"image": 0.0, "text": 1.0}
+    assert body["weights"] == {"image": 0.0, "text": 1.0, "lexical": 0.0}
     assert len(body["results"]) == len(PRODUCTS)
 
 

@@ -27,7 +27,7 @@ def test_a_text_request_takes_the_defaults() -> None:
     request = build_request({"q": "  red shoes "}, settings=SETTINGS)
     assert request.q == "red shoes"
     assert (request.limit, request.offset) == (10, 0)
-    assert resolve_weights(request, SETTINGS) == (0.6, 0.4)
+    assert resolve_weights(request, SETTINGS) == (0.6, 0.4, 0.2)
     assert build_filter(request) is None
 
 
@@ -82,7 +82,7 @@ def test_settings_bounds_are_named(fields: dict[str, object], message: str) -> N
 
 def test_one_zero_weight_falls_back_on_the_other_default() -> None:
     request = build_request({"q": "x", "w_image": 0}, settings=SETTINGS)
-    assert resolve_weights(request, SETTINGS) == (0.0, 0.4)
+    assert resolve_weights(request, SETTINGS) == (0.0, 0.4, 0.2)
     zero_text_default = SearchSettings(w_image=0.6, w_text=0.0)
     with pytest.raises(InvalidQuery, match="both zero"):
         build_request({"q": "x", "w_image": 0}, settings=zero_text_default)

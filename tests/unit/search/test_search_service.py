@@ -110,8 +110,11 @@ def filled(
 
 
 def service(store: VectorStore, encoder: Encoder, **settings: object) -> SearchService:
+    """A service over the test collection; the lexical match is off unless asked (these tests check the dense
+    fusion's exact scores)."""
     return SearchService(
-        encoder=encoder, store=store, settings=SearchSettings(**settings), collection=COLLECTION
+        encoder=encoder, store=store, settings=SearchSettings(**{"w_lexical": 0.0, **settings}),
+        collection=COLLECTION
     )
 
 

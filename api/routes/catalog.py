@@ -1,0 +1,57 @@
+"""Catalog-wide answers: value counts of a field (facets) and the service's statistics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import SearchServiceDep, SettingsDep
+from api.errors import error_responses
+from api.routes.search import FilterText, Price
+from common.errors import InvalidQuery
+from search.filters import parse_filter_option
+from search.query import FacetValue, build_fields, check_field_name
+
+router = APIRouter(tags=["catalog"], responses=error_responses(409, 422, 503))
+
+MAX_FACET_VALUES = 1000
+
+
+@router.get("/facets", summary="Counts of a field's values", response_model_exclude_unset=True)
+def facets(
+    *,
+    service: SearchServiceDep,
+    settings: SettingsDep,
+    field: Annotated[str, Query(min_length=1, max_length=200, description="category, brand, tags.<attribute>, "
+                                "or another indexed field.")],
+    limit: Annotated[int, Query(ge=1, le=MAX_FACET_VALUES, description="Most values returned.")] = 20,
+    category: FilterText = None,
+    brand: FilterText = None,
+    min_price: Price = None,
+    max_price: Price = None,
+    in_stock: bool | None = None,
+    filter_options: Annotated[list[str] | None, Query(alias="filter", description="FIELD=VALUE; repeatable.")
+                              ] = None,
+) -> list[FacetValue]:
+    """The most common values of ``field`` over the whole catalog, or over the products that match the
+    given filters, most common first. 422 for a field without a payload index (the message lists them)."""
+    try:
+        check_field_name(field, what="facet field")
+    except ValueError as e:
+        raise InvalidQuery(str(e)) from e
+    given: dict[str, Any] = {key: value for key, value in (
+        ("category", category), ("brand", brand), ("min_price", min_price), ("max_price", max_price),
+        ("in_stock", in_stock)) if value is not None}
+    if filter_options:
+        try:
+            given["filters"] = dict(parse_filter_option(option) for option in filter_options)
+        except ValueError as e:
+            raise InvalidQuery(f"query parameter 'filter': {e}") from e
+    return service.facets(field, request=build_fields(given, settings=settings.search), limit=limit)
+
+
+@router.get("/stats", summary="Collection, query cache and calibration statistics")
+def stats(service: SearchServiceDep) -> dict[str, Any]:
+    """Product count, the query embedding cache's size, hits and misses, and the score calibration."""
+    return service.stats()
