@@ -112,14 +112,35 @@ def write_catalog(out: Path, *, count: int, seed: int) -> dict[str, int]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     styles: dict[str, int] = {}
+    products = []
+    for index in range(count):
+        product = make_product(index, int(labels[index]), images[index], rng, used)
+        (folder / f"{product['id']}.png").write_bytes(display_png(images[index]))
+        products.append(product)
+        style = product["attributes"]["title_style"]
+        styles[style] = styles.get(style, 0) + 1
     with (out / "catalog.jsonl").open("w", encoding="utf-8") as file:
-        for index in range(count):
-            product = make_product(index, int(labels[index]), images[index], rng, used)
-            (folder / f"{product['id']}.png").write_bytes(display_png(images[index]))
+        for product in assign_groups(products):
             file.write(json.dumps(product, ensure_ascii=False) + "\n")
-            style = product["attributes"]["title_style"]
-            styles[style] = styles.get(style, 0) + 1
     return styles
+
+
+def assign_groups(products: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Products sharing a brand and a title become variants of one article (in the demo: other colours and
+    pictures of it): they get the same ``group_id``, placed after ``brand``. Products alone keep none."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, product in enumerate(products):
+        groups.setdefault((product["brand"], product["title"]), []).append(i)
+    out = [dict(product) for product in products]
+    for (brand, title), members in groups.items():
+        if len(members) < 2:
+            continue
+        slug = "-".join("".join(c for c in word if c.isalnum()) for word in f"{brand} {title}".lower().split())
+        for i in members:
+            fields = list(out[i].items())
+            at = next(n for n, (key, _) in enumerate(fields) if key == "brand") + 1
+            out[i] = dict([*fields[:at], ("group_id", slug), *fields[at:]])
+    return out
 
 
 def write_queries(out: Path, *, seed: int) -> int:

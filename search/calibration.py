@@ -55,15 +55,24 @@ class Calibration:
     def percentile(self, score: float, *, index: str, text_share: float) -> float | None:
         """Fraction of unrelated pairs scoring below ``score`` on ``index``, for a query whose weight is
         ``text_share`` text (0: an image query, 1: a text query); None when not calibrated."""
-        total = 0.0
+        values = self.percentiles(np.array([score], dtype=np.float64), index=index, text_share=text_share)
+        return None if values is None else float(values[0])
+
+    def percentiles(self, scores: NDArray[np.float64], *, index: str, text_share: float
+                    ) -> NDArray[np.float64] | None:
+        """`percentile` of many scores at once (NaN in, NaN out); None when not calibrated."""
+        total = np.zeros(scores.shape, dtype=np.float64)
         weight = 0.0
         for kind, share in (("text", text_share), ("image", 1.0 - text_share)):
             noise = self.noise.get((kind, index))
             if share <= 0 or noise is None or not noise.size:
                 continue
-            total += share * float(np.searchsorted(noise, score, side="left")) / noise.size
+            total += share * np.searchsorted(noise, scores, side="left") / noise.size
             weight += share
-        return total / weight if weight else None
+        if not weight:
+            return None
+        out: NDArray[np.float64] = np.where(np.isnan(scores), np.nan, total / weight)
+        return out
 
     def describe(self) -> dict[str, object]:
         """Median and 99th/99.9th percentiles of each noise distribution, for `vitrine info` and the stats."""

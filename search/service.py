@@ -307,33 +307,41 @@ class SearchService:
 
     def _relevances(self, ranked: Sequence[Fused], w_image: float, w_text: float, plan: Plan
                     ) -> dict[str, float | None]:
-        """Each ranked item's relevance. A query with negative parts is judged by what it asks for: the
-        similarities to its positive parts alone (the negative ones lower every similarity, relevant or not)."""
-        if plan.wanted is None or not ranked or not self._calibration.noise:
-            return {item.product_id: self._relevance(item, item.image, item.text, w_image, w_text,
-                                                     text_share=plan.text_share) for item in ranked}
-        ids = [item.product_id for item in ranked]
-        image = self._store.score(self._collection, vector=plan.wanted, using=IMAGE, product_ids=ids)
-        text = self._store.score(self._collection, vector=plan.wanted, using=TEXT, product_ids=ids)
-        return {item.product_id: self._relevance(item, image.get(item.product_id), text.get(item.product_id),
-                                                 w_image, w_text, text_share=plan.text_share) for item in ranked}
+        """Each ranked item's relevance: the weighted mean of its per-index relevances (see
+        `search.calibration`), or 1 when its text holds every word of the query (an exact brand, SKU or
+        model-number match).
 
-    def _relevance(self, item: Fused, image: float | None, text: float | None, w_image: float, w_text: float, *,
-                   text_share: float) -> float | None:
-        """The weighted mean of the per-index relevances of similarities ``image`` and ``text`` (see
-        `search.calibration`); 1 when the item's text holds every word of the query (an exact brand, SKU or
-        model-number match)."""
-        if item.all_words:
-            return 1.0
-        total = weight = 0.0
-        for index, score, w in ((IMAGE, image, w_image), (TEXT, text, w_text)):
-            if score is None or w <= 0:
+        A query with negative parts is judged by what it asks for: the similarities to its positive parts
+        alone (the negative ones lower every similarity, relevant or not).
+        """
+        if not ranked or not self._calibration.noise:
+            return dict.fromkeys((item.product_id for item in ranked), None)
+        ids = [item.product_id for item in ranked]
+        if plan.wanted is None:
+            scores = {IMAGE: [item.image for item in ranked], TEXT: [item.text for item in ranked]}
+        else:
+            found = {index: self._store.score(self._collection, vector=plan.wanted, using=index, product_ids=ids)
+                     for index in (IMAGE, TEXT)}
+            scores = {index: [found[index].get(pid) for pid in ids] for index in (IMAGE, TEXT)}
+        total = np.zeros(len(ids))
+        weight = np.zeros(len(ids))
+        for index, w in ((IMAGE, w_image), (TEXT, w_text)):
+            if w <= 0:
                 continue
-            value = self._calibration.percentile(score, index=index, text_share=text_share)
-            if value is not None:
-                total += w * value
-                weight += w
-        return round(total / weight, 6) if weight else None
+            values = np.array([np.nan if v is None else v for v in scores[index]], dtype=np.float64)
+            percentiles = self._calibration.percentiles(values, index=index, text_share=plan.text_share)
+            if percentiles is None:
+                continue
+            present = ~np.isnan(percentiles)
+            total[present] += w * percentiles[present]
+            weight[present] += w
+        out: dict[str, float | None] = {}
+        for i, item in enumerate(ranked):
+            if item.all_words:
+                out[item.product_id] = 1.0
+            else:
+                out[item.product_id] = round(float(total[i] / weight[i]), 6) if weight[i] else None
+        return out
 
     @staticmethod
     def _hit(group: Group, relevance: Mapping[str, float | None]) -> SearchHit:

@@ -19,6 +19,7 @@ it sits beside: whoever writes a payload (`upsert`, `set_payload`) writes its le
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,4 +91,10 @@ def covers(query: Sparse, payload: Mapping[str, Any]) -> bool:
     """Whether a product's text holds every word of a query (as the lexical index tokenizes both)."""
     if not query:
         return False
-    return set(query.indices) <= set(document_vector(payload).indices)
+    return set(query.indices) <= _terms(lexical_text(payload))
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _terms(text: str) -> frozenset[int]:
+    """The term ids of a text (cached: the same products come back across searches)."""
+    return frozenset(BM25.embed_document(text).indices) if text else frozenset()
