@@ -291,6 +291,8 @@ class SearchService:
         took_ms = (time.perf_counter() - started) * 1000.0
         logger.debug("search %r: %d candidates, %d results in %.1f ms", request.q, len(candidates), len(page),
                      took_ms)
+        counted = {"facets": {name: [FacetValue(value=v, count=c) for v, c in value_counts(
+            (i.payload for i in kept), name)] for name in request.facets}} if request.facets else {}
         return SearchResponse(
             results=[self._hit(group, relevance) for group in page],
             took_ms=round(took_ms, 3),
@@ -301,8 +303,7 @@ class SearchService:
             no_good_match=no_good_match,
             boosts=[TagBoost(attribute=b.condition.field.removeprefix(f"{TAGS_FIELD}."),
                              value=str(b.condition.value), weight=b.weight) for b in plan.boosts],
-            facets={name: [FacetValue(value=v, count=c) for v, c in value_counts((i.payload for i in kept), name)]
-                    for name in request.facets} if request.facets else None,
+            **counted,  # left out of the JSON unless asked for
         )
 
     def _relevances(self, ranked: Sequence[Fused], w_image: float, w_text: float, plan: Plan

@@ -56,7 +56,7 @@ def _job_line(job: dict[str, Any]) -> str:
     counts = ", ".join(f"{job[key]} {key}" for key in _COUNTS if key in job)
     seconds = job.get("seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
-    when = job.get("updated") or job.get("started") or "?"
+    when = job.get("written") or job.get("started") or "?"
     what = f"{job.get('status', '?')} at {when}, collection {job.get('collection', '?')!r}"
     return f"{what}: {counts}{took}" if counts else what
 
