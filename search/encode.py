@@ -59,15 +59,6 @@ def combine(parts: Sequence[Part]) -> NDArray[np.float32]:
     return unit
 
 
-def normalised_mean(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The unit vector along the mean of ``vectors`` (shape (n, dim)): `combine` with equal weights.
-
-    Raises:
-        InvalidQuery: the vectors cancel out.
-    """
-    return combine([Part(v, 1.0, "text") for v in np.asarray(vectors, dtype=np.float32)])
-
-
 @dataclass(frozen=True)
 class CacheStats:
     """How the query cache has done since the service started."""
@@ -151,19 +142,3 @@ def _unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:
     out: NDArray[np.float32] = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(out))
     return out / norm if norm > _EPS else out
-
-
-def encode_query(encoder: Encoder, *, text: str | None, image: Image.Image | None) -> NDArray[np.float32]:
-    """One unit query vector of a text, an image, or both (their normalised mean), without a cache.
-
-    Raises:
-        InvalidQuery: neither text nor image, or the two cancel out.
-    """
-    parts: list[Part] = []
-    if text:
-        parts.append(Part(encoder.embed_texts([text])[0], 1.0, "text", text))
-    if image is not None:
-        parts.append(Part(encoder.embed_images([image])[0], 1.0, "image"))
-    if not parts:
-        raise InvalidQuery("nothing to search for: give a query text or an image (or both)")
-    return combine(parts)

@@ -153,10 +153,10 @@ class QueryFields(BaseModel):
 
 
 class SearchRequest(QueryFields):
-    """One search: text ``q``, an ``image``, or both; filters; a page; optional per-request weights.
+    """One search: text ``q``, an ``image``, composed ``query`` parts, or several; filters; a page; weights.
 
-    Weights left unset take the defaults of `SearchSettings`. When both ``q`` and ``image`` are given, the
-    query vector is the normalised mean of the two embeddings (see `search.encode.encode_query`).
+    Weights left unset take the defaults of `SearchSettings`. ``q`` and ``image`` are parts of weight 1: the
+    query vector is the normalised weighted sum of all the parts' embeddings (see `search.encode.combine`).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -196,8 +196,7 @@ def check_query(vector: NDArray[np.float32], *, using: str, limit: int, dim: int
     """
     if using not in VECTOR_NAMES:
         raise InvalidQuery(f"vector name {using!r} is unknown; expected one of {list(VECTOR_NAMES)}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidQuery(f"limit {limit!r} must be a positive integer")
+    check_limit(limit)
     try:
         return _as_vector(vector, dim=dim, what=f"query vector for {using!r}")
     except InvalidInput as e:

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Query
 
 from api.deps import SearchServiceDep, SettingsDep
 from api.errors import error_responses
-from api.routes.search import FilterText, Price
+from api.routes.search import FilterText, Price, filter_params
 from common.errors import InvalidQuery
-from search.filters import parse_filter_option
 from search.query import FacetValue, build_fields, check_field_name
 
 router = APIRouter(tags=["catalog"], responses=error_responses(409, 422, 503))
@@ -44,10 +43,7 @@ def facets(
         ("category", category), ("brand", brand), ("min_price", min_price), ("max_price", max_price),
         ("in_stock", in_stock)) if value is not None}
     if filter_options:
-        try:
-            given["filters"] = dict(parse_filter_option(option) for option in filter_options)
-        except ValueError as e:
-            raise InvalidQuery(f"query parameter 'filter': {e}") from e
+        given["filters"] = filter_params(filter_options)
     return service.facets(field, request=build_fields(given, settings=settings.search), limit=limit)
 
 

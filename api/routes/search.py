@@ -61,11 +61,20 @@ def search_params(
         if value is not None
     }
     if filter_options:
-        try:
-            given["filters"] = dict(parse_filter_option(option) for option in filter_options)
-        except ValueError as e:
-            raise InvalidQuery(f"query parameter 'filter': {e}") from e
+        given["filters"] = filter_params(filter_options)
     return given
+
+
+def filter_params(options: list[str]) -> dict[str, str]:
+    """Repeated ``filter=FIELD=VALUE`` query parameters as a filters dict.
+
+    Raises:
+        InvalidQuery: an option that is not FIELD=VALUE.
+    """
+    try:
+        return dict(parse_filter_option(option) for option in options)
+    except ValueError as e:
+        raise InvalidQuery(f"query parameter 'filter': {e}") from e
 
 
 SearchParamsDep = Annotated[dict[str, Any], Depends(search_params)]

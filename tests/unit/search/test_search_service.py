@@ -15,7 +15,7 @@ import pytest
 from common.errors import EncoderMismatch, NotFound
 from common.settings import EmbedSettings, SearchSettings, Settings
 from embed import Encoder, build_encoder
-from search.encode import encode_query
+from search.encode import QueryEncoder
 from search.query import SearchRequest
 from search.service import SearchService
 from store.factory import open_store
@@ -95,7 +95,7 @@ def filled(
     """A store of each backend holding `PRODUCTS` (read-only: shared by the module's tests)."""
     store = open_backend(request.param, tmp_path_factory.mktemp("filled"))
     store.ensure_collection(COLLECTION, encoder=encoder.name, dim=encoder.dim)
-    q = encode_query(encoder, text=QUERY, image=None)
+    q = QueryEncoder(encoder, cache_size=0).text(QUERY)
     points = []
     for n, (pid, (image, text, payload)) in enumerate(PRODUCTS.items()):
         vectors = {TEXT: at_cosine(q, text, seed=2 * n)}
@@ -197,7 +197,7 @@ def test_results_and_products_hide_bookkeeping(filled: VectorStore, encoder: Enc
 
 
 def test_a_ready_vector_can_be_searched(filled: VectorStore, encoder: Encoder) -> None:
-    q = encode_query(encoder, text=QUERY, image=None)
+    q = QueryEncoder(encoder, cache_size=0).text(QUERY)
     response = service(filled, encoder).search_vector(vector=q * 3.0, request=SearchRequest(q="ignored"))
     assert [hit.id for hit in response.results] == DEFAULT_ORDER
     with pytest.raises(ValueError, match="expected a non-zero vector of size 32"):
