@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from common.errors import InvalidInput, NotFound
 from search._faiss import faiss
-from store.protocol import IMAGE, SIMILAR_KEY, VECTOR_NAMES, VectorStore
+from store.protocol import IMAGE, SIMILAR_KEY, TEXT, VECTOR_NAMES, Filter, Match, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -527,18 +527,21 @@ def similar_of(
 
 
 def live_similar(store: VectorStore, collection: str, product_id: str, *, k: int = 20) -> list[tuple[str, float]]:
-    """The ``k`` nearest other products of ``product_id`` by image vector, asked of the store now (HNSW).
+    """The ``k`` nearest other products of ``product_id``, asked of the store now (HNSW): by its image vector,
+    or by its text vector when it has no image.
 
     Raises:
         NotFound: no such collection or product.
-        InvalidInput: the product has no image vector, or a bad k.
+        InvalidInput: the product has no vector at all, or a bad k.
     """
     k = _check_k(k)
     points = store.retrieve(collection, [product_id], with_vectors=True)
     if not points:
         raise NotFound(f"product {product_id!r} is not in collection {collection!r}")
-    vector = points[0].vectors.get(IMAGE)
+    using = IMAGE if IMAGE in points[0].vectors else TEXT
+    vector = points[0].vectors.get(using)
     if vector is None:
-        raise InvalidInput(f"product {product_id!r} has no image vector; similar products are found by image")
-    hits = store.search(collection, vector=vector, using=IMAGE, limit=k + 1)
-    return [(h.product_id, float(h.score or 0.0)) for h in hits if h.product_id != product_id][:k]
+        raise InvalidInput(f"product {product_id!r} has no vector to find similar products with")
+    hits = store.search(collection, vector=vector, using=using, limit=k,
+                        filter=Filter(must_not=(Match("id", product_id),)))
+    return [(h.product_id, float(h.score or 0.0)) for h in hits]

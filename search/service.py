@@ -375,30 +375,24 @@ class SearchService:
         """The products nearest to one product (itself left out), best first.
 
         Uses the neighbours `vitrine similar --all` stored when there are enough of them (a lookup), and
-        otherwise searches the image index with the product's image vector (its text vector without one).
+        otherwise searches with the product's image vector (its text vector without one).
 
         Raises:
             NotFound: no product with that id.
             InvalidQuery: ``limit`` outside 1..search.max_limit.
         """
-        from search.neighbours import similar_of  # here, not at the top: it loads faiss, which searches never need
+        from search.neighbours import live_similar, similar_of  # here: it loads faiss, which searches never need
 
         started = time.perf_counter()
         self._check_limit(limit)
         stored = similar_of(self._store, self._collection, product_id)
-        if stored is not None and len(stored) >= limit:
-            pairs = stored[:limit]
-            points = {p.product_id: p for p in self._store.retrieve(self._collection, [pid for pid, _ in pairs])}
-            hits = [SimilarHit(id=pid, score=score, product=_view(pid, points[pid].payload))
-                    for pid, score in pairs if pid in points]
-            return SimilarResponse(product_id=product_id, source="precomputed", results=hits,
-                                   took_ms=_ms(started))
-        point = self._store.retrieve(self._collection, [product_id], with_vectors=True)[0]
-        using = IMAGE if IMAGE in point.vectors else TEXT
-        found = self._store.search(self._collection, vector=point.vectors[using], using=using, limit=limit,
-                                   filter=Filter(must_not=(Match("id", product_id),)))
-        return SimilarResponse(product_id=product_id, source="search", results=_similar_hits(found),
-                               took_ms=_ms(started))
+        source = "precomputed" if stored is not None and len(stored) >= limit else "search"
+        pairs = stored[:limit] if stored is not None and source == "precomputed" else \
+            live_similar(self._store, self._collection, product_id, k=limit)
+        points = {p.product_id: p for p in self._store.retrieve(self._collection, [pid for pid, _ in pairs])}
+        hits = [SimilarHit(id=pid, score=score, product=_view(pid, points[pid].payload))
+                for pid, score in pairs if pid in points]  # neighbours deleted since the job ran are left out
+        return SimilarResponse(product_id=product_id, source=source, results=hits, took_ms=_ms(started))
 
     def recommend(self, *, positive: Sequence[str], negative: Sequence[str] = (), limit: int,
                   request: QueryFields | None = None) -> SimilarResponse:

@@ -30,6 +30,8 @@ EXIT_REJECTED = 3
 COMMANDS: tuple[str, ...] = (
     "api.cli.index",
     "api.cli.search",
+    "api.cli.recommend",
+    "api.cli.facets",
     "api.cli.serve",
     "api.cli.info",
     "api.cli.dedup",

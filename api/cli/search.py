@@ -119,7 +119,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cell(value: Any, width: int) -> str:
+def cell(value: Any, width: int) -> str:
+    """``value`` as text cut to ``width`` characters (an ellipsis marks the cut); None as empty."""
     text = "" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -151,6 +152,6 @@ def format_table(response: SearchResponse) -> str:
         relevance = "-" if hit.relevance is None else f"{hit.relevance:.3f}"
         variants = f" (+{len(hit.variants)} variants)" if hit.variants else ""
         lines.append(f"{rank:>3}  {hit.score:>7.4f}  {relevance:>6}  {image:>7}  {text:>7}  {lexical:>5}  "
-                     f"{_cell(hit.id, 16):<16}  {_cell(product.title, 36):<36}  {price:>12}  "
-                     f"{_cell(product.brand, 14):<14}  {_cell(product.category, 24)}{variants}")
+                     f"{cell(hit.id, 16):<16}  {cell(product.title, 36):<36}  {price:>12}  "
+                     f"{cell(product.brand, 14):<14}  {cell(product.category, 24)}{variants}")
     return "\n".join([*lines, *extra, summary])

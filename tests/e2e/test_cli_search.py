@@ -114,6 +114,21 @@ def test_composed_query_with_not_like_and_facets(shop: Path) -> None:
     assert "'nope'" in bad.stderr
 
 
+def test_recommend_and_facets(shop: Path) -> None:
+    done = run(["recommend", "shoe-1", "--not", "bag-1", "--json"], home=shop / "home", cwd=shop)
+    body = json.loads(done.stdout)
+    ids = [hit["id"] for hit in body["results"]]
+    assert body["source"] == "recommend" and "shoe-1" not in ids and "bag-1" not in ids and ids
+    table = run(["recommend", "shoe-1", "--category", "shoes"], home=shop / "home", cwd=shop).stdout
+    assert "shoe-2" in table and "recommendation(s)" in table
+    assert "'nope'" in run(["recommend", "nope"], home=shop / "home", cwd=shop, check=2).stderr
+    counts = json.loads(run(["facets", "category", "--json"], home=shop / "home", cwd=shop).stdout)
+    assert {c["value"]: c["count"] for c in counts} == {"shoes": 2, "bags": 1, "hats": 1}
+    acme = run(["facets", "brand", "--category", "shoes"], home=shop / "home", cwd=shop).stdout.split()
+    assert acme == ["Acme", "1", "Bolt", "1"]
+    assert "no payload index" in run(["facets", "title"], home=shop / "home", cwd=shop, check=2).stderr
+
+
 def test_info_json(shop: Path, tiny_clip_dir: Path) -> None:
     data = json.loads(run(["info", "--json"], home=shop / "home", cwd=shop).stdout)
     assert data["collection"] == "products"
