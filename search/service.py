@@ -179,30 +179,6 @@ class SearchService:
             parts.append(self._resolve(number, part))
         return self._search(combine(parts), request, started, plan=self._plan(parts))
 
-    def search_vector(self, *, vector: NDArray[np.float32], request: QueryFields,
-                      text: str | None = None, text_share: float = 1.0) -> SearchResponse:
-        """Search with a ready query vector (same space as the encoder); ``request``'s query fields are ignored.
-
-        Args:
-            vector: the query vector.
-            request: filters, page, weights.
-            text: the words the vector came from, if any: they drive the lexical match and the tag boosts.
-            text_share: how much of the vector is text (1) or image (0), for the calibration.
-
-        Raises:
-            InvalidQuery: the request breaks the settings' bounds.
-            ValueError: the vector's size is not the collection's dim, or it is zero.
-        """
-        started = time.perf_counter()
-        check_bounds(request, self._settings)
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.size != self._info.dim or not np.any(query):
-            raise ValueError(f"query vector of size {query.size} (norm {float(np.linalg.norm(query)):.3g}) "
-                             f"does not fit collection {self._collection!r}; expected a non-zero vector of "
-                             f"size {self._info.dim}")
-        plan = self._plan([Part(query, 1.0, "text", text)] if text else [])
-        return self._search(query, request, started, plan=replace(plan, text_share=text_share))
-
     def _resolve(self, number: int, part: QueryPart) -> Part:
         """Embed one query part."""
         if part.text is not None:

@@ -196,14 +196,6 @@ def test_results_and_products_hide_bookkeeping(filled: VectorStore, encoder: Enc
         svc.get_product("zzz")
 
 
-def test_a_ready_vector_can_be_searched(filled: VectorStore, encoder: Encoder) -> None:
-    q = QueryEncoder(encoder, cache_size=0).text(QUERY)
-    response = service(filled, encoder).search_vector(vector=q * 3.0, request=SearchRequest(q="ignored"))
-    assert [hit.id for hit in response.results] == DEFAULT_ORDER
-    with pytest.raises(ValueError, match="expected a non-zero vector of size 32"):
-        service(filled, encoder).search_vector(vector=np.ones(3, np.float32), request=SearchRequest(q="x"))
-
-
 def test_a_collection_built_by_another_encoder_is_refused(store: VectorStore, encoder: Encoder) -> None:
     store.ensure_collection(COLLECTION, encoder="open_clip:ViT-B-32/laion2b_s34b_b79k", dim=encoder.dim)
     with pytest.raises(EncoderMismatch) as caught:
