@@ -73,8 +73,9 @@ def test_indexed_catalog(tmp_path: Path) -> None:
     assert {s["id"] for s in shown["similar"][:2]} == {"byte-copy", "same-file"}
     assert shown["similar"][0]["title"] in {"copied", "relisted"}
 
-    done = vitrine(home, "similar", "words-only")
-    assert done.returncode == 1 and "no image vector" in done.stderr
+    done = vitrine(home, "similar", "words-only")  # no image: its text vector is searched, itself left out
+    assert done.returncode == 0, done.stderr
+    assert "of 'words-only' (searched now)" in done.stdout and "  words-only " not in done.stdout
     done = vitrine(home, "search", "item", "--json")  # the stored neighbours never show in results
     assert done.returncode == 0, done.stderr and SIMILAR_KEY not in done.stdout
 
