@@ -17,14 +17,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# The demo's tag vocabulary, for the indexer (tagging) and the server (boosting queries that name a tag).
-DEMO_ENV := VITRINE_TAGS__VOCABULARY=data/demo/vocabulary.toml
-
+# The demo is tagged with its vocabulary; the collection records it, so the server boosts the same tags.
 index-demo: setup
-	$(DEMO_ENV) $(BIN)/vitrine index data/demo/catalog.jsonl --model demo
+	$(BIN)/vitrine index data/demo/catalog.jsonl --model demo --vocabulary data/demo/vocabulary.toml
 
 demo: index-demo
-	$(DEMO_ENV) $(BIN)/vitrine serve --host $(HOST) --port $(PORT)
+	$(BIN)/vitrine serve --host $(HOST) --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from common.errors import EncoderMismatch, NotFound
 from common.images import decode_image
 from common.netfetch import FetchPolicy, SafeClient
 from common.settings import Settings
-from common.vocabulary import Vocabulary, load_vocabulary
+from common.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 from embed import Encoder, build_encoder
 from search.service import SearchService
 from store.factory import open_store
@@ -118,14 +118,18 @@ class Components:
         self.store.close()
 
 
-def load_tag_vocabulary(settings: Settings) -> Vocabulary | None:
-    """The tag vocabulary named by settings tags.vocabulary, if any.
+def load_tag_vocabulary(settings: Settings, info: CollectionInfo) -> Vocabulary | None:
+    """The tag vocabulary queries are boosted with: the file of settings tags.vocabulary when set, otherwise the
+    one the collection was tagged with (recorded by `vitrine index`), if any.
 
     Raises:
-        InvalidInput: the file is missing or malformed.
+        InvalidInput: the file is missing or malformed, or the recorded vocabulary cannot be read.
     """
     path = settings.tags.vocabulary
-    return load_vocabulary(path) if path is not None else None
+    if path is not None:
+        return load_vocabulary(path)
+    return parse_vocabulary(info.tags, source=f"the vocabulary recorded with collection {info.name!r}") \
+        if info.tags else None
 
 
 def open_search(settings: Settings, *, model: str | None = None, collection: str | None = None) -> Components:
@@ -149,7 +153,7 @@ def open_search(settings: Settings, *, model: str | None = None, collection: str
         encoder.load()
         loader = UrlImageLoader(settings)
         service = SearchService(encoder=encoder, store=store, settings=settings.search, collection=info.name,
-                                vocabulary=load_tag_vocabulary(settings), tag_boost=settings.tags.boost,
+                                vocabulary=load_tag_vocabulary(settings, info), tag_boost=settings.tags.boost,
                                 image_loader=loader)
     except BaseException:
         store.close()

@@ -12,10 +12,10 @@ and, all with tags:
 - ``facets``: hybrid, counting category and tags.type among the results;
 - ``min_score``: hybrid, dropping results under relevance 0.99.
 
-Prints p50 and p99 per mode and the ratio of each p50 to the baseline's. Needs the demo index
+Prints p50 and p99 per mode and the ratio of each p50 to the baseline's. Needs the demo index, tagged
 (``make index-demo``)::
 
-    VITRINE_TAGS__VOCABULARY=data/demo/vocabulary.toml .venv/bin/python bench/search_features.py --rounds 5
+    .venv/bin/python bench/search_features.py --rounds 5
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ def main() -> None:
     texts = [line["query"] for line in map(json.loads, args.queries.read_text().splitlines())
              if "query" in line and not line.get("parts") and line.get("kind") is None]
     settings = load_settings()
-    if settings.tags.vocabulary is None:
-        raise SystemExit("set VITRINE_TAGS__VOCABULARY (data/demo/vocabulary.toml for the demo)")
     components = open_search(settings)
     service = components.service
+    if not service.info.tags and settings.tags.vocabulary is None:
+        components.close()
+        raise SystemExit("the collection was not tagged: index it with a vocabulary (make index-demo)")
     untagged = SearchService(encoder=service.encoder, store=components.store, settings=settings.search,
                              collection=service.collection, calibration=service.calibration)
     modes: dict[str, dict[str, Any]] = {

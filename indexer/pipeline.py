@@ -137,6 +137,8 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
             tagger = Tagger(encoder, vocabulary, logit_scale=settings.tags.logit_scale)
             for field, kind in tagger.index_fields().items():
                 store.ensure_payload_index(name, field, kind)
+        # the collection remembers its vocabulary, so search boosts the same tags without being told the file
+        store.record_tags(name, vocabulary.as_dict() if vocabulary is not None else None)
         timings["setup"] = time.perf_counter() - start
         start = time.perf_counter()
         state = load_state(store, name)

@@ -54,11 +54,14 @@ class CollectionRecord:
     collections made before Vitrine recorded it)."""
     lexical: bool = True
     """Whether the collection has the sparse ``lexical`` vector (false for collections made before it)."""
+    tags: Mapping[str, Any] | None = None
+    """The tag vocabulary the products are tagged with (``Vocabulary.as_dict()``), if any."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
-        return {"format": FORMAT_VERSION, "alias": self.alias, "encoder": self.encoder, "dim": self.dim,
+        data = {"format": FORMAT_VERSION, "alias": self.alias, "encoder": self.encoder, "dim": self.dim,
                 "weights": self.weights, "lexical": self.lexical, "created": self.created}
+        return data if self.tags is None else {**data, "tags": dict(self.tags)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str) -> CollectionRecord:
@@ -78,7 +81,8 @@ class CollectionRecord:
         try:
             return cls(alias=str(data["alias"]), encoder=str(data["encoder"]), dim=int(data["dim"]),
                        created=str(data.get("created", "")), weights=str(data.get("weights") or ""),
-                       lexical=data.get("lexical") is True)
+                       lexical=data.get("lexical") is True,
+                       tags=data["tags"] if isinstance(data.get("tags"), Mapping) else None)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: record {dict(data)!r} lacks alias, encoder or dim") from e
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,17 @@ class EdgeStore:
         """
         check_payload_index(field, kind)
         self._collections.ensure_index(self._collections.get(name), field, kind)
+
+    def record_tags(self, name: str, vocabulary: Mapping[str, Any] | None) -> None:
+        """Remember the collection's tag vocabulary in its record (see `VectorStore.record_tags`).
+
+        Raises:
+            NotFound: no such collection.
+        """
+        opened = self._collections.get(name)
+        tags = None if vocabulary is None else dict(vocabulary)
+        if opened.record.tags != tags:
+            self._collections.set_record(opened, replace(opened.record, tags=tags))
 
     def optimize(self, name: str) -> None:
         """Merge segments and build the HNSW and payload indexes now (minutes for 100k+ products)."""
@@ -424,7 +436,7 @@ class EdgeStore:
             count = int(opened.shard.count(qe.CountRequest(exact=True)))
         return CollectionInfo(name=name, physical=opened.physical, encoder=opened.record.encoder,
                               dim=opened.record.dim, count=count, weights=opened.record.weights,
-                              lexical=opened.record.lexical)
+                              lexical=opened.record.lexical, tags=opened.record.tags)
 
 
 def _edge_vectors(vectors: Mapping[str, NDArray[np.float32]], payload: Mapping[str, Any], *,

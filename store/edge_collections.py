@@ -239,13 +239,18 @@ class EdgeCollections:
                         self.folder)
             return opened
 
+    def set_record(self, opened: EdgeCollection, record: CollectionRecord) -> EdgeCollection:
+        """Replace a collection's record (atomically, on disk and in the cache)."""
+        with self._lock:
+            write_json_atomic(self._dir(opened.physical) / RECORD_FILE, record.as_dict())
+            updated = self._opened[opened.physical] = replace(opened, record=record)
+            return updated
+
     def _add_lexical(self, opened: EdgeCollection) -> EdgeCollection:
         """Give a collection made before the lexical index its sparse vector (filled as products are written)."""
         with self.engine(f"adding the lexical index to {opened.physical}"):
             opened.shard.update(qe.UpdateOperation.create_sparse_vector(LEXICAL, modifier=qe.Modifier.Idf))
-        record = replace(opened.record, lexical=True)
-        write_json_atomic(self._dir(opened.physical) / RECORD_FILE, record.as_dict())
-        upgraded = self._opened[opened.physical] = replace(opened, record=record)
+        upgraded = self.set_record(opened, replace(opened.record, lexical=True))
         logger.info("added the lexical index to collection %s; re-index to fill it", opened.physical)
         return upgraded
 

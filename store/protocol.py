@@ -92,6 +92,8 @@ class CollectionInfo:
     lexical: bool = True
     """Whether the collection has the lexical (BM25) index; collections made before it existed lack it until
     `vitrine index` runs on them again."""
+    tags: Mapping[str, Any] | None = None
+    """The tag vocabulary its products were tagged with (`common.vocabulary.Vocabulary.as_dict`), if any."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,15 @@ class VectorStore(Protocol):
         Raises:
             NotFound: no such collection.
             InvalidInput: an unknown kind, or a field that is not dotted names of letters, digits and ``_``.
+        """
+        ...
+
+    def record_tags(self, name: str, vocabulary: Mapping[str, Any] | None) -> None:
+        """Remember in the collection's record the tag vocabulary its products are tagged with (None: none),
+        so search boosts the same tags without being told the file again (`CollectionInfo.tags`).
+
+        Raises:
+            NotFound: no such collection.
         """
         ...
 

@@ -19,6 +19,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -162,6 +163,19 @@ class QdrantServerStore:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
                 self._client.create_payload_index(physical, field, field_schema=_SCHEMA[kind], wait=True)
+
+    def record_tags(self, name: str, vocabulary: Mapping[str, Any] | None) -> None:
+        """Remember the collection's tag vocabulary in its metadata (see `VectorStore.record_tags`).
+
+        Raises:
+            NotFound: no such collection.
+        """
+        with self._call(f"recording the tag vocabulary of {name!r}"):
+            physical = self._target(name)
+            if physical is None:
+                raise self._not_found(name)
+            record = replace(self._record(name, physical), tags=None if vocabulary is None else dict(vocabulary))
+            self._client.update_collection(physical, metadata={METADATA_KEY: record.as_dict()})
 
     def optimize(self, name: str) -> None:
         """Nothing to do: a Qdrant server builds its indexes in the background; local mode has none."""
@@ -549,7 +563,7 @@ class QdrantServerStore:
         sparse = self._client.get_collection(physical).config.params.sparse_vectors or {}
         lexical = self._has_lexical[name] = LEXICAL in sparse
         return CollectionInfo(name=name, physical=physical, encoder=record.encoder, dim=record.dim,
-                              count=count, weights=record.weights, lexical=lexical)
+                              count=count, weights=record.weights, lexical=lexical, tags=record.tags)
 
 
 def _vectors(vectors: Mapping[str, NDArray[np.float32]], payload: Mapping[str, Any], *,

@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.settings import EmbedSettings, Settings, load_settings
+from api.wiring import load_tag_vocabulary
+from common.settings import EmbedSettings, SearchSettings, Settings, load_settings
 from common.vocabulary import load_vocabulary
 from embed import Encoder, build_encoder
 from indexer.pipeline import IndexSummary, index_catalog
 from indexer.state import ContentHashes
 from indexer.tagging import Tagger
+from search.query import SearchRequest
+from search.service import SearchService
 from store.factory import open_store
 from store.protocol import IMAGE, STATE_KEY, TEXT, Filter, Match, PointWrite, Range, StoredPoint, VectorStore
 from tests.cli import cli_env, run_vitrine
@@ -125,6 +128,7 @@ def check_tags_match_stored_vectors(shop: Shop, encoder: Encoder, vocabulary: Pa
 def test_index_tags_filters_and_retags_without_embedding(shop: Shop, encoder: Encoder) -> None:
     assert counts(shop.run(encoder)) == (len(shop.rows), 0, 0, 0)
     points = check_tags_match_stored_vectors(shop, encoder, shop.vocabulary)
+    assert shop.store.collection_info("products").tags == load_vocabulary(shop.vocabulary).as_dict()
     by_category = {row["id"]: row.get("category") for row in shop.rows}
     right = sum(point.payload["tags"]["type"] == by_category[pid] for pid, point in points.items()
                 if IMAGE in point.vectors)
@@ -162,9 +166,19 @@ def test_index_tags_filters_and_retags_without_embedding(shop: Shop, encoder: En
     assert counts(shop.run(encoder)) == (0, 1, len(shop.rows) - 1, 0)
     assert shop.points()[shop.rows[0]["id"]].payload["tags"] == again[shop.rows[0]["id"]].payload["tags"]
 
+    # the collection remembers the vocabulary: a search service given no file boosts its tags all the same
+    assert shop.store.collection_info("products").tags == load_vocabulary(shop.vocabulary).as_dict()
+    untold = SearchService(encoder=encoder, store=shop.store, settings=SearchSettings(), collection="products",
+                           vocabulary=load_tag_vocabulary(shop.with_vocabulary(None),
+                                                          shop.store.collection_info("products")),
+                           tag_boost=0.1)
+    assert [(b.attribute, b.value) for b in untold.search(SearchRequest(q="comfy sneakers")).boosts] == [
+        ("type", "Sneaker")]
+
     # tagging turned off: the tags go, the vectors stay
     shop.settings = shop.with_vocabulary(None)
     assert counts(shop.run(encoder)) == (0, len(shop.rows) - 1, 1, 0)
+    assert shop.store.collection_info("products").tags is None
     for pid, point in shop.points().items():
         assert "tags" not in point.payload and "tag_confidence" not in point.payload
         assert ContentHashes.from_payload(point.payload[STATE_KEY]).tags is None  # type: ignore[union-attr]

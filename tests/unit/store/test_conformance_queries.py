@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import InvalidQuery
+from common.errors import InvalidQuery, NotFound
 from store.lexical import lexical_text
 from store.protocol import IMAGE, TEXT, Boost, FacetCount, Filter, Match, PointWrite, VectorStore, boost_of
 from tests.unit.store.conftest import Opener, make_opener, unit_vectors
@@ -169,3 +169,23 @@ def test_an_old_embedded_collection_gets_the_lexical_index_when_indexed_again(tm
     assert json.loads(record_file.read_text())["lexical"] is True
     store.close()
 
+
+
+def test_the_record_remembers_the_tag_vocabulary(opener: Opener) -> None:
+    store = opener()
+    store.ensure_collection("products", encoder=ENC, dim=DIM)
+    assert store.collection_info("products").tags is None
+    vocabulary = {"attributes": {"colour": {"values": ["red", "blue"], "templates": ["a {value} thing"],
+                                            "min_confidence": 0.5, "synonyms": {}}}}
+    store.record_tags("products", vocabulary)
+    assert store.collection_info("products").tags == vocabulary
+    assert store.ensure_collection("products", encoder=ENC, dim=DIM).tags == vocabulary
+    if opener.persistent:
+        store.close()
+        store = opener()
+        assert store.collection_info("products").tags == vocabulary
+    store.record_tags("products", None)
+    assert store.collection_info("products").tags is None
+    with pytest.raises(NotFound):
+        store.record_tags("nope", vocabulary)
+    store.close()
