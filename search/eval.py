@@ -37,7 +37,7 @@ from common.images import decode_image
 from common.settings import SearchSettings
 from search.query import QueryPart, SearchRequest, describe_validation_error
 from search.service import SearchService
-from store.protocol import VectorStore
+from store.protocol import VectorStore, payload_value
 
 logger = logging.getLogger(__name__)
 
@@ -147,18 +147,9 @@ def read_queries(path: Path) -> list[EvalQuery]:
     return queries
 
 
-def _value(payload: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = payload
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _matches(payload: Mapping[str, Any], conditions: Mapping[str, Any]) -> bool:
     for name, wanted in conditions.items():
-        value = _value(payload, name)
+        value = payload_value(payload, name)
         if not (value == wanted or (isinstance(value, list) and wanted in value)):
             return False
     return True

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from store.lexical import LEXICAL
-from store.protocol import IMAGE, TEXT, Boost, StoredPoint, boost_of
+from store.protocol import IMAGE, TEXT, Boost, StoredPoint, boost_of, payload_value
 
 T = TypeVar("T")
 
@@ -205,9 +205,7 @@ def value_counts(payloads: Iterable[Mapping[str, Any]], field: str) -> list[tupl
     most common first, ties by value."""
     counts: dict[str | int | bool, int] = {}
     for payload in payloads:
-        value: Any = payload
-        for part in field.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+        value = payload_value(payload, field)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str | int | bool) and not isinstance(item, float):
                 counts[item] = counts.get(item, 0) + 1

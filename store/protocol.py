@@ -104,6 +104,14 @@ class Boost:
     weight: float
 
 
+def payload_value(payload: Mapping[str, Any], field: str) -> Any:
+    """The value at a dotted ``field`` of a payload (``tags.colour``), as the engine reads it; None when absent."""
+    value: Any = payload
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def boost_of(payload: Mapping[str, Any], boosts: Sequence[Boost]) -> float:
     """The sum of the weights of the ``boosts`` whose condition a payload matches (dotted fields reach in).
 
@@ -111,9 +119,7 @@ def boost_of(payload: Mapping[str, Any], boosts: Sequence[Boost]) -> float:
     """
     total = 0.0
     for boost in boosts:
-        value: Any = payload
-        for part in boost.condition.field.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
+        value = payload_value(payload, boost.condition.field)
         if value is not None and value == boost.condition.value and type(value) is type(boost.condition.value):
             total += boost.weight
     return total
