@@ -371,19 +371,25 @@ def check_boosts(boosts: Sequence[Boost]) -> tuple[Boost, ...]:
     return tuple(boosts)
 
 
-def check_examples(vectors: Sequence[NDArray[np.float32]], *, dim: int, what: str) -> list[NDArray[np.float32]]:
-    """Example vectors of a recommendation, checked like query vectors.
+def check_examples(positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]], *,
+                   using: str, limit: int, dim: int) -> tuple[list[list[float]], list[list[float]]]:
+    """A recommendation's example vectors, checked like query vectors, as lists for the engines.
 
     Raises:
-        InvalidQuery: a vector of the wrong shape, non-finite or all zeros.
+        InvalidQuery: no positive example, an unknown vector name, a bad limit, or a vector of the wrong shape,
+            non-finite or all zeros.
     """
-    out = []
-    for i, vector in enumerate(vectors):
-        try:
-            out.append(_as_vector(vector, dim=dim, what=f"{what} example {i}"))
-        except InvalidInput as e:
-            raise InvalidQuery(str(e)) from e
-    return out
+    if not positive:
+        raise InvalidQuery("a recommendation needs at least one positive example")
+    check_query(positive[0], using=using, limit=limit, dim=dim)
+    checked: tuple[list[list[float]], list[list[float]]] = ([], [])
+    for out, vectors, what in ((checked[0], positive, "positive"), (checked[1], negative, "negative")):
+        for i, vector in enumerate(vectors):
+            try:
+                out.append(_as_vector(vector, dim=dim, what=f"{what} example {i}").tolist())
+            except InvalidInput as e:
+                raise InvalidQuery(str(e)) from e
+    return checked
 
 
 FIELD_PATTERN = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")

@@ -21,7 +21,7 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from common.errors import InvalidInput, InvalidQuery, NotFound
+from common.errors import InvalidInput, NotFound
 from common.product import point_id
 from common.settings import StoreSettings
 from store._common import (
@@ -363,12 +363,9 @@ class EdgeStore:
             InvalidQuery: no positive example, a bad vector, limit or filter.
         """
         opened = self._collections.get(name)
-        dim = opened.record.dim
-        if not positive:
-            raise InvalidQuery("a recommendation needs at least one positive example")
-        check_query(positive[0], using=using, limit=limit, dim=dim)
-        pos = [v.tolist() for v in check_examples(positive, dim=dim, what="positive")]
-        neg = [v.tolist() for v in check_examples(negative, dim=dim, what="negative")]
+        examples = check_examples(positive, negative, using=using, limit=limit, dim=opened.record.dim)
+        pos: list[Any] = list(examples[0])
+        neg: list[Any] = list(examples[1])
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.RecommendBestScore(qe.RecommendQuery(positives=pos, negatives=neg), using=using),

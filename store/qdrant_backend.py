@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from common.errors import BackendUnavailable, ConfigError, InvalidInput, InvalidQuery, NotFound, VitrineError
+from common.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound, VitrineError
 from common.product import FILTERABLE_FIELDS, point_id
 from common.settings import StoreSettings
 from store._common import (
@@ -392,12 +392,9 @@ class QdrantServerStore:
         Raises:
             InvalidQuery: no positive example, a bad vector, limit or filter.
         """
-        dim = self._dim(name)
-        if not positive:
-            raise InvalidQuery("a recommendation needs at least one positive example")
-        check_query(positive[0], using=using, limit=limit, dim=dim)
-        pos: list[models.VectorInput] = [v.tolist() for v in check_examples(positive, dim=dim, what="positive")]
-        neg: list[models.VectorInput] = [v.tolist() for v in check_examples(negative, dim=dim, what="negative")]
+        examples = check_examples(positive, negative, using=using, limit=limit, dim=self._dim(name))
+        pos: list[models.VectorInput] = list(examples[0])
+        neg: list[models.VectorInput] = list(examples[1])
         query_filter = to_qdrant_filter(filter)
         with self._call(f"recommending from {name!r}"):
             response = self._client.query_points(
