@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from common.errors import EncoderMismatch, InvalidInput, InvalidQuery
+from common.errors import EncoderMismatch, InvalidInput, InvalidQuery, NotFound
 from common.product import point_id
 from store.protocol import (
     PAYLOAD_INDEX_KINDS,
@@ -249,6 +249,25 @@ def check_payload_updates(payloads: Mapping[str, Mapping[str, Any]]) -> list[Pay
             raise InvalidInput(f"payload id {payload['id']!r} differs from product id {pid!r}")
         updates.append(PayloadUpdate(point_id(pid), pid, dict(payload)))
     return updates
+
+
+def require_found(asked: Sequence[tuple[str, str]], found: set[str], *, action: str, name: str) -> None:
+    """Refuse a write to products that are not in the collection, naming them (the first 10).
+
+    Args:
+        asked: (point id, product id) of each product to write.
+        found: the point ids the collection holds.
+        action: what was to be done, for the message ("set", "update").
+        name: the collection.
+
+    Raises:
+        NotFound: some products are absent.
+    """
+    missing = [pid for point, pid in asked if point not in found]
+    if missing:
+        more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
+        raise NotFound(f"cannot {action} the payload of products {missing[:10]!r}{more} in collection {name!r}: "
+                       "not found")
 
 
 def check_vector_selection(with_vectors: bool | Sequence[str]) -> bool | list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from common.errors import InvalidInput, NotFound
+from common.errors import InvalidInput
 from common.product import point_id
 from common.settings import StoreSettings
 from store._common import (
@@ -40,6 +40,7 @@ from store._common import (
     check_query,
     check_vector_selection,
     order_by_request,
+    require_found,
     stored_points,
 )
 from store.edge_collections import EdgeCollection, EdgeCollections
@@ -176,11 +177,8 @@ class EdgeStore:
         with self._collections.engine(f"setting payloads in {name!r}"):
             records = opened.shard.retrieve([p.point_id for p in checked], with_payload=False,
                                             with_vector=False)
-            found = {str(r.id) for r in records}
-            missing = [p.payload["id"] for p in checked if p.point_id not in found]
-            if missing:
-                raise NotFound(f"cannot set the payload of products {missing[:10]!r} in collection {name!r}: "
-                               "not found")
+            require_found([(p.point_id, p.payload["id"]) for p in checked], {str(r.id) for r in records},
+                          action="set", name=name)
             for p in checked:
                 opened.shard.update(qe.UpdateOperation.overwrite_payload([p.point_id], p.payload))
                 if opened.record.lexical:
@@ -199,12 +197,8 @@ class EdgeStore:
             return
         with self._collections.engine(f"updating payloads in {name!r}"):
             records = opened.shard.retrieve([u.point_id for u in updates], with_payload=False, with_vector=False)
-            found = {str(r.id) for r in records}
-            missing = [u.product_id for u in updates if u.point_id not in found]
-            if missing:
-                raise NotFound(f"cannot update the payload of products {missing[:10]!r}"
-                               f"{f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''} in "
-                               f"collection {name!r}: not found")
+            require_found([(u.point_id, u.product_id) for u in updates], {str(r.id) for r in records},
+                          action="update", name=name)
             for u in updates:
                 if u.payload:
                     opened.shard.update(qe.UpdateOperation.set_payload([u.point_id], u.payload))

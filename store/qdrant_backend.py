@@ -50,6 +50,7 @@ from store._common import (
     new_record,
     order_by_request,
     physical_name,
+    require_found,
     stored_points,
 )
 from store._qdrant_util import condition as _condition
@@ -116,9 +117,7 @@ class QdrantServerStore:
             NotFound: no such collection.
         """
         with self._call(f"describing collection {name!r}"):
-            physical = self._target(name)
-            if physical is None:
-                raise self._not_found(name)
+            physical = self._existing(name)
             return self._info(name, physical, self._record(name, physical))
 
     def list_collections(self) -> list[str]:
@@ -154,9 +153,7 @@ class QdrantServerStore:
         """
         check_payload_index(field, kind)
         with self._call(f"creating the payload index of {field!r} in {name!r}"):
-            physical = self._target(name)
-            if physical is None:
-                raise self._not_found(name)
+            physical = self._existing(name)
             existing = (self._client.get_collection(physical).payload_schema or {}).get(field)
             if existing is not None and existing.data_type == _SCHEMA[kind]:
                 return
@@ -171,9 +168,7 @@ class QdrantServerStore:
             NotFound: no such collection.
         """
         with self._call(f"recording the tag vocabulary of {name!r}"):
-            physical = self._target(name)
-            if physical is None:
-                raise self._not_found(name)
+            physical = self._existing(name)
             record = replace(self._record(name, physical), tags=None if vocabulary is None else dict(vocabulary))
             self._client.update_collection(physical, metadata={METADATA_KEY: record.as_dict()})
 
@@ -218,11 +213,8 @@ class QdrantServerStore:
         with self._call(f"setting payloads in {name!r}"):
             records = self._client.retrieve(name, [p.point_id for p in checked], with_payload=False,
                                             with_vectors=False)
-            found = {str(r.id) for r in records}
-            missing = [p.payload["id"] for p in checked if p.point_id not in found]
-            if missing:
-                raise NotFound(f"cannot set the payload of products {missing[:10]!r} in collection {name!r}: "
-                               "not found")
+            require_found([(p.point_id, p.payload["id"]) for p in checked], {str(r.id) for r in records},
+                          action="set", name=name)
             operations: list[models.UpdateOperation] = [
                 models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(payload=p.payload,
                                                                                      points=[p.point_id]))
@@ -246,12 +238,8 @@ class QdrantServerStore:
         with self._call(f"updating payloads in {name!r}"):
             records = self._client.retrieve(name, [u.point_id for u in updates], with_payload=False,
                                             with_vectors=False)
-            found = {str(r.id) for r in records}
-            missing = [u.product_id for u in updates if u.point_id not in found]
-            if missing:
-                raise NotFound(f"cannot update the payload of products {missing[:10]!r}"
-                               f"{f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''} in "
-                               f"collection {name!r}: not found")
+            require_found([(u.point_id, u.product_id) for u in updates], {str(r.id) for r in records},
+                          action="update", name=name)
             operations: list[models.UpdateOperation] = [
                 models.SetPayloadOperation(set_payload=models.SetPayload(payload=u.payload, points=[u.point_id]))
                 for u in updates if u.payload
@@ -488,6 +476,17 @@ class QdrantServerStore:
 
     def _not_found(self, name: str) -> NotFound:
         return NotFound(f"no collection {name!r} on {self._location} (run `vitrine index` first)")
+
+    def _existing(self, name: str) -> str:
+        """The collection alias ``name`` points at.
+
+        Raises:
+            NotFound: no such alias.
+        """
+        physical = self._target(name)
+        if physical is None:
+            raise self._not_found(name)
+        return physical
 
     def _target(self, name: str) -> str | None:
         """The collection alias ``name`` points at, if any."""
