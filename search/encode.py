@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,50 +92,37 @@ class QueryEncoder:
 
     def text(self, text: str) -> NDArray[np.float32]:
         """The unit embedding of a query text."""
-        key = ("text", text)
-        cached = self._get(key)
-        if cached is not None:
-            return cached
-        vector = _unit(self.encoder.embed_texts([text])[0])
-        self._put(key, vector)
-        return vector
+        return self._cached(("text", text), lambda: self.encoder.embed_texts([text])[0])
 
     def image(self, image: Image.Image) -> NDArray[np.float32]:
         """The unit embedding of a query image (cached by a hash of its pixels)."""
         digest = hashlib.blake2b(image.tobytes(), digest_size=16)
         digest.update(f"{image.mode}{image.size}".encode())
-        key = ("image", digest.hexdigest())
-        cached = self._get(key)
-        if cached is not None:
-            return cached
-        vector = _unit(self.encoder.embed_images([image])[0])
-        self._put(key, vector)
-        return vector
+        return self._cached(("image", digest.hexdigest()), lambda: self.encoder.embed_images([image])[0])
 
     def stats(self) -> CacheStats:
         """Capacity, size, hits and misses so far."""
         with self._lock:
             return CacheStats(self._capacity, len(self._cache), self._hits, self._misses)
 
-    def _get(self, key: tuple[str, str]) -> NDArray[np.float32] | None:
+    def _cached(self, key: tuple[str, str], embed: Callable[[], NDArray[np.float32]]) -> NDArray[np.float32]:
+        """The cached vector of ``key``, or ``embed()`` made a unit vector and kept (most recent last)."""
         with self._lock:
             vector = self._cache.get(key)
-            if vector is None:
-                self._misses += 1
-                return None
-            self._cache.move_to_end(key)
-            self._hits += 1
-            return vector
-
-    def _put(self, key: tuple[str, str], vector: NDArray[np.float32]) -> None:
-        if not self._capacity:
-            return
-        vector.setflags(write=False)  # shared by every later hit: nobody may change it
-        with self._lock:
-            self._cache[key] = vector
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
+            if vector is not None:
+                self._cache.move_to_end(key)
+                self._hits += 1
+                return vector
+            self._misses += 1
+        vector = _unit(embed())  # outside the lock: the model may take a while
+        if self._capacity:
+            vector.setflags(write=False)  # shared by every later hit: nobody may change it
+            with self._lock:
+                self._cache[key] = vector
+                self._cache.move_to_end(key)
+                while len(self._cache) > self._capacity:
+                    self._cache.popitem(last=False)
+        return vector
 
 
 def _unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:
