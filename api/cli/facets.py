@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
+from api.cli.options import add_filter_options, filter_fields
 from api.wiring import open_search
 from common.errors import InvalidInput
 from common.settings import Settings
-from search.filters import parse_filter_option
 from search.query import build_fields, check_field_name
 
 EXIT_BAD_QUERY = 2
@@ -26,12 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("field", metavar="FIELD", help="the field to count")
     parser.add_argument("--limit", type=int, default=20, help="most values shown (default %(default)s)")
-    parser.add_argument("--category", help="only this category")
-    parser.add_argument("--brand", help="only this brand")
-    parser.add_argument("--in-stock", action=argparse.BooleanOptionalAction, default=None,
-                        help="only products in stock (or out of stock)")
-    parser.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", dest="filters",
-                        help="any payload field by equality (string value); repeatable")
+    add_filter_options(parser)
     parser.add_argument("--collection", help="collection (default: settings store.collection)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
@@ -39,13 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the counts; exit status 2 for a field without an index or a bad value."""
-    given: dict[str, Any] = {name: getattr(args, name) for name in ("category", "brand", "in_stock")
-                             if getattr(args, name) is not None}
     try:
         check_field_name(args.field, what="field")
-        if args.filters:
-            given["filters"] = dict(parse_filter_option(option) for option in args.filters)
-        fields = build_fields(given, settings=settings.search)
+        fields = build_fields(filter_fields(args), settings=settings.search)
     except (InvalidInput, ValueError) as e:
         print(f"vitrine facets: {e}", file=sys.stderr)
         return EXIT_BAD_QUERY

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from api.cli.search import cell
+from api.cli.options import add_filter_options, cell, filter_fields
 from api.wiring import open_search
 from common.errors import InvalidInput
 from common.settings import Settings
@@ -26,10 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--not", action="append", default=[], dest="negative", metavar="PRODUCT_ID",
                         help="a product the shopper did not like; repeatable")
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="products to show (default %(default)s)")
-    parser.add_argument("--category", help="only this category")
-    parser.add_argument("--brand", help="only this brand")
-    parser.add_argument("--in-stock", action=argparse.BooleanOptionalAction, default=None,
-                        help="only products in stock (or out of stock)")
+    add_filter_options(parser)
     parser.add_argument("--collection", help="collection (default: settings store.collection)")
     parser.add_argument("--json", action="store_true", help="print the HTTP API's JSON")
     parser.set_defaults(func=run)
@@ -49,9 +46,8 @@ def format_recommendations(response: SimilarResponse) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the recommendations; exit status 2 for an unknown product or a bad value."""
-    given = {name: getattr(args, name) for name in ("category", "brand", "in_stock") if getattr(args, name) is not None}
     try:
-        fields = build_fields(given, settings=settings.search)
+        fields = build_fields(filter_fields(args), settings=settings.search)
     except InvalidInput as e:
         print(f"vitrine recommend: {e}", file=sys.stderr)
         return EXIT_BAD_QUERY

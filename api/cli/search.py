@@ -9,11 +9,11 @@ from typing import Any
 
 from PIL import Image
 
+from api.cli.options import add_filter_options, cell, filter_fields
 from api.wiring import open_search
 from common.errors import ImageTooLarge, InvalidInput
 from common.images import decode_image
 from common.settings import Settings
-from search.filters import parse_filter_option
 from search.query import DEFAULT_LIMIT, SearchResponse, build_fields, build_request
 
 EXIT_BAD_QUERY = 2
@@ -39,14 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                         help="results to show (default %(default)s)")
     parser.add_argument("--offset", type=int, default=0, help="results to skip (default %(default)s)")
-    parser.add_argument("--category", help="only this category")
-    parser.add_argument("--brand", help="only this brand")
-    parser.add_argument("--min-price", type=float, metavar="PRICE", help="lowest price, inclusive")
-    parser.add_argument("--max-price", type=float, metavar="PRICE", help="highest price, inclusive")
-    parser.add_argument("--in-stock", action=argparse.BooleanOptionalAction, default=None,
-                        help="only products in stock (--in-stock) or out of stock (--no-in-stock)")
-    parser.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", dest="filters",
-                        help="any payload field by equality (string value); repeatable")
+    add_filter_options(parser)
     parser.add_argument("--w-image", type=float, metavar="W", help="weight of the image index (default: "
                         "settings search.w_image)")
     parser.add_argument("--w-text", type=float, metavar="W", help="weight of the text index (default: "
@@ -66,9 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _fields(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    fields: dict[str, Any] = {"q": args.text, "limit": args.limit, "offset": args.offset}
-    for name in ("category", "brand", "min_price", "max_price", "in_stock", "w_image", "w_text", "w_lexical",
-                 "group", "min_score"):
+    fields: dict[str, Any] = {"q": args.text, "limit": args.limit, "offset": args.offset, **filter_fields(args)}
+    for name in ("w_image", "w_text", "w_lexical", "group", "min_score"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -78,11 +70,6 @@ def _fields(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         fields["query"] = parts
     if args.facet:
         fields["facets"] = args.facet
-    if args.filters:
-        try:
-            fields["filters"] = dict(parse_filter_option(option) for option in args.filters)
-        except ValueError as e:
-            raise InvalidInput(f"--filter: {e}") from e
     return fields
 
 
@@ -117,12 +104,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         components.close()
     print(response.model_dump_json(indent=2, exclude_unset=True) if args.json else format_table(response))
     return 0
-
-
-def cell(value: Any, width: int) -> str:
-    """``value`` as text cut to ``width`` characters (an ellipsis marks the cut); None as empty."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_table(response: SearchResponse) -> str:
