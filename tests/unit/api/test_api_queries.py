@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 
 import httpx
@@ -14,6 +14,7 @@ import pytest
 from api.app import create_app
 from common.settings import Settings
 from embed import Encoder
+from tests.http_server import QuietHandler
 from tests.unit.api.http_helpers import PRODUCTS, Catalog, fill_store, png_bytes, product_image, running, wait_ready
 
 
@@ -25,17 +26,9 @@ def client(catalog: Catalog) -> Iterator[httpx.Client]:
         yield http
 
 
-class _Images(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = png_bytes(product_image(0))
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _Images(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server calls it by this name
+        self.send(200, png_bytes(product_image(0)), {"Content-Type": "image/png"})
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,27 +18,18 @@ from common.errors import ConfigError, FetchFailed, ImageTooLarge, UnsafeURL, Un
 from common.netfetch import FetchPolicy, SafeClient
 from common.netpolicy import Allowlist, address_risk, resolve_checked, system_resolver
 from common.settings import load_settings
+from tests.http_server import QuietHandler
 
 IMAGE = b"\xff\xd8\xff\xe0 pretend jpeg bytes"
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     hits: dict[str, int] = {}  # noqa: RUF012 - reset by the fixture
     protocol_version = "HTTP/1.1"  # keep-alive
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
-    def send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if "Transfer-Encoding" not in (headers or {}):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - http.server calls it by this name
         Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
         jpeg = {"Content-Type": "image/jpeg"}
         path, _, query = self.path.partition("?")

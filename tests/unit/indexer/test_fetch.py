@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,28 +14,19 @@ import pytest
 from common.errors import BackendUnavailable, ImageTooLarge, InvalidInput, UnsafeURL, UnsupportedImage
 from common.settings import load_settings
 from indexer.fetch import FetchConfig, ImageFetcher, parse_retry_after, resolve_local_path
+from tests.http_server import QuietHandler
 
 IMAGE = b"\xff\xd8\xff\xe0 pretend jpeg bytes"
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     """Routes that misbehave in the ways image hosts do."""
 
     hits: dict[str, int] = {}  # noqa: RUF012 - per-server counters, reset by the fixture
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
-    def send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if "Content-Length" not in (headers or {}) and "Transfer-Encoding" not in (headers or {}):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - http.server calls it by this name
         hits = Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
         jpeg = {"Content-Type": "image/jpeg"}
         if self.path == "/ok.jpg":
