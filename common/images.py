@@ -57,8 +57,13 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")
 
 
-def _to_rgb(image: Image.Image, source: str) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited on white."""
+def to_rgb(image: Image.Image, source: str = "image") -> Image.Image:
+    """``image`` in RGB, from any Pillow mode; transparency is composited on white (``image`` itself when it is
+    RGB already).
+
+    Raises:
+        UnsupportedImage: a mode Pillow cannot convert; the message names ``source``.
+    """
     mode = image.mode
     if mode == "RGB":
         return image
@@ -152,4 +157,4 @@ def decode_image(
     except Exception as e:  # untrusted bytes: truncation and corruption surface as many exception types
         raise UnsupportedImage(f"{source}: truncated or corrupt {image.format} data "
                                f"({type(e).__name__}: {e})") from e
-    return _to_rgb(_upright(image, source), source)
+    return to_rgb(_upright(image, source), source)

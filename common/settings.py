@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,22 +31,25 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_device(value: str) -> str:
+    kind, _, index = value.partition(":")
+    if kind not in {"cpu", "cuda", "mps", "xpu"} or (index and not index.isdigit()):
+        raise ValueError(f"device {value!r} is not a torch device; expected cpu, cuda, cuda:N, mps or xpu")
+    return value
+
+
+TorchDevice = Annotated[str, AfterValidator(_check_device)]
+"""A torch device name: cpu, cuda, cuda:N, mps or xpu."""
+
+
 class EmbedSettings(_Group):
     """Which encoder to run and where."""
 
     model: str = Field("demo", description="Encoder name: open_clip:ARCH/TAG, open_clip:hf-hub:ORG/NAME, "
                        "hf:ORG/NAME, a local directory or file, or demo.")
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps.")
+    device: TorchDevice = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps.")
     dtype: Dtype = Field("fp32", description="Weights and activations: fp32, fp16 or bf16.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images or texts per forward pass.")
-
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, value: str) -> str:
-        kind, _, index = value.partition(":")
-        if kind not in {"cpu", "cuda", "mps", "xpu"} or (index and not index.isdigit()):
-            raise ValueError(f"device {value!r} is not a torch device; expected cpu, cuda, cuda:N, mps or xpu")
-        return value
 
 
 class StoreSettings(_Group):
@@ -151,6 +154,85 @@ class TagSettings(_Group):
                          "value the query names.")
 
 
+class ImageSettings(_Group):
+    """Thumbnails and previews of product images: made at ingestion, served at /images/ (common/thumbnails.py)."""
+
+    thumbnails: bool = Field(True, description="Make a thumbnail and a preview (WebP) of each product image at "
+                             "ingestion, and give their URLs in search results.")
+    dir: Path | None = Field(None, description="Folder of the thumbnails and previews; unset: VITRINE_HOME/images. "
+                             "The indexer writes it and the API reads it: share it between their hosts.")
+    thumb_px: int = Field(320, ge=32, le=2048, description="Long side of thumbnails, pixels (smaller images are "
+                          "kept at their size).")
+    preview_px: int = Field(1024, ge=64, le=4096, description="Long side of previews, pixels (smaller images are "
+                            "kept at their size).")
+    quality: int = Field(82, ge=1, le=100, description="WebP quality of thumbnails and previews, 1-100.")
+    max_age_s: int = Field(31_536_000, ge=0, description="Cache-Control max-age of served thumbnails and "
+                           "previews, seconds (their URLs name their content, so they never change).")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> ImageSettings:
+        if self.thumb_px > self.preview_px:
+            raise ValueError(f"thumb_px {self.thumb_px} is larger than preview_px {self.preview_px}; a thumbnail "
+                             "must not be larger than the preview")
+        return self
+
+
+class RerankSettings(_Group):
+    """Re-ranking of the best candidates by a vision-language model (docs/rerank.md)."""
+
+    backend: Literal["none", "transformers", "openai"] = Field(
+        "none", description="Re-ranker: none (off), transformers (a local image-text-to-text model) or openai "
+        "(the chat-completions API of OpenAI or a compatible server).")
+    model: str | None = Field(None, description="transformers: a hub name (llava-hf/llava-v1.6-mistral-7b-hf, "
+                              "Qwen/Qwen2.5-VL-3B-Instruct) or a local folder; openai: the model name on the "
+                              "server (gpt-4o-mini). Required unless the backend is none.")
+    base_url: str | None = Field(None, description="openai: URL of a compatible server (vLLM "
+                                 "http://host:8000/v1, Ollama http://host:11434/v1); unset: api.openai.com.")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="openai: the "
+                             "environment variable holding the API key (the key itself is never a setting).")
+    top_n: int = Field(20, ge=1, le=500, description="Candidates of a search that are re-ranked.")
+    budget_s: float = Field(10.0, gt=0, le=600, description="Time a search may spend re-ranking, seconds; "
+                            "past it the first-stage order is kept.")
+    weight: float = Field(0.5, ge=0, le=1, description="Weight of the VLM score in the final score: "
+                          "(1 - weight) * normalised retrieval score + weight * VLM score.")
+    batch_size: int = Field(8, ge=1, le=256, description="transformers: candidates per forward pass.")
+    dtype: Dtype = Field("fp32", description="transformers: weights and activations: fp32, fp16 or bf16 "
+                         "(bf16 on GPUs).")
+    device: TorchDevice = Field("cpu", description="transformers: torch device: cpu, cuda, cuda:1, mps.")
+    device_map: str | None = Field(None, description="transformers: device_map for from_pretrained (auto: "
+                                   "spread over the GPUs); when set, device is not used.")
+    max_concurrency: int = Field(4, ge=1, le=64, description="openai: requests in flight at once.")
+    timeout_s: float = Field(20.0, gt=0, le=600, description="openai: time limit of one request, seconds.")
+    retries: int = Field(3, ge=0, le=10, description="openai: retries of a request answered 429 or 5xx, or "
+                         "timed out (exponential backoff with jitter, honouring Retry-After).")
+    backoff_s: float = Field(0.5, ge=0, le=60, description="openai: first retry delay, seconds; doubled at each "
+                             "retry.")
+    image_max_side: int = Field(768, ge=64, le=4096, description="Product and query images are shrunk so that "
+                                "their short side is at most this many pixels before they are sent.")
+    cache_size: int = Field(4096, ge=0, le=1_000_000, description="Scores kept in the LRU cache, keyed by "
+                            "query, product image and model (0: no cache).")
+    describe_max_tokens: int = Field(160, ge=16, le=4096, description="vitrine enrich: most tokens the model "
+                                     "may write for one product description.")
+    enrich_min_chars: int = Field(40, ge=0, le=100_000, description="vitrine enrich: a product is thin (gets "
+                                  "a generated description) when its description is missing or shorter than "
+                                  "this many characters; 0: none is.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"rerank base_url {value!r} must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_model(self) -> RerankSettings:
+        if self.backend != "none" and not (self.model or "").strip():
+            raise ValueError(f"the {self.backend!r} re-ranker needs a model (VITRINE_RERANK__MODEL)")
+        return self
+
+
 class ApiSettings(_Group):
     """The HTTP service."""
 
@@ -178,6 +260,8 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     api: ApiSettings = ApiSettings()
     tags: TagSettings = TagSettings()
+    rerank: RerankSettings = RerankSettings()
+    images: ImageSettings = ImageSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -203,6 +287,11 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Folder of ingestion job state and reports."""
         return self.home / "jobs"
+
+    @property
+    def images_dir(self) -> Path:
+        """Folder of the thumbnails and previews (settings images.dir, default ``home/images``)."""
+        return self.images.dir if self.images.dir is not None else self.home / "images"
 
 
 def config_file_path() -> Path | None:

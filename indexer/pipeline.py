@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from common.errors import VitrineError
 from common.settings import Settings
+from common.thumbnails import ThumbnailStore
 from common.vocabulary import Vocabulary, load_vocabulary
 from embed.protocol import Encoder
 from indexer.fetch import FetchConfig
@@ -115,9 +116,10 @@ def index_catalog(
         job.write("failed", error=f"{type(e).__name__}: {e}", seconds=round(time.perf_counter() - started, 3))
         raise
     job.write("done", **summary.as_dict())
-    logger.info("indexed %s into %r: %d rows, %d indexed, %d updated, %d unchanged, %d rejected, %d pruned "
-                "in %.1f s (%.1f rows/s)", catalog.name, name, summary.rows, summary.indexed, summary.updated,
-                summary.unchanged, summary.rejected, summary.pruned, summary.seconds, summary.rate)
+    logger.info("indexed %s into %r: %d rows, %d indexed, %d updated, %d unchanged, %d rejected, %d pruned, "
+                "%d thumbnails made in %.1f s (%.1f rows/s)", catalog.name, name, summary.rows, summary.indexed,
+                summary.updated, summary.unchanged, summary.rejected, summary.pruned, summary.thumbnails,
+                summary.seconds, summary.rate)
     return summary
 
 
@@ -147,7 +149,9 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
                                tags=tagger.fingerprint if tagger is not None else None)
         preparer.configure(WorkerConfig(fetch=FetchConfig.from_settings(settings, base_dir=catalog.parent),
                                         transform=encoder.image_transform, encoder=encoder.name,
-                                        max_pixels=options.max_image_pixels, draft_size=encoder.image_size))
+                                        max_pixels=options.max_image_pixels, draft_size=encoder.image_size,
+                                        thumbnails=ThumbnailStore.from_settings(settings)
+                                        if settings.images.thumbnails else None))
         embedder = Embedder(encoder=encoder, store=store, collection=name, preparer=preparer,
                             chunks=options.workers, tagger=tagger)
         writer = Writer(store=store, collection=name, report=report)
@@ -183,6 +187,11 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
             bar.refresh()
 
     notes: list[str] = []
+    if writer.thumbnail_failures:
+        note = (f"{writer.thumbnail_failures} image(s) got no thumbnail and preview (see the warnings above: disk "
+                f"full? folder {str(settings.images_dir)!r} not writable?); the next run tries again")
+        logger.warning(note)
+        notes.append(note)
     pruned = 0
     if prune:
         start = time.perf_counter()
@@ -196,7 +205,8 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
     return IndexSummary(collection=name, rows=writer.rows, indexed=writer.indexed, updated=writer.updated,
                         unchanged=writer.unchanged, rejected=writer.rejected, pruned=pruned,
                         seconds=time.perf_counter() - started, report=report.path if report.written else None,
-                        timings=timings, notes=tuple(notes))
+                        timings=timings, notes=tuple(notes), thumbnails=writer.thumbnails,
+                        thumbnail_failures=writer.thumbnail_failures)
 
 
 def _prune(store: VectorStore, name: str, *, stale: list[str], anonymous: int, notes: list[str]) -> int:

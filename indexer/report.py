@@ -48,6 +48,10 @@ class IndexSummary:
     write, prune."""
     notes: tuple[str, ...] = ()
     """Things the user should know (e.g. why pruning was skipped)."""
+    thumbnails: int = 0
+    """Images whose thumbnail and preview were written (new or changed images, and unchanged ones that had none)."""
+    thumbnail_failures: int = 0
+    """Images whose thumbnail and preview could not be made (their products were indexed all the same)."""
 
     @property
     def rate(self) -> float:

@@ -10,7 +10,9 @@ In each worker, `init_worker` watches the parent (a worker exits when its job is
 priority and limits torch to one thread (the model in the main process owns the cores); `prepare_chunk`
 fetches the chunk's images (URLs concurrently, in threads), hashes the bytes and, unless they hash to the
 task's ``expected_hash`` (the image is unchanged and its stored vector still holds), decodes and
-preprocesses them into float32 (3, H, W) arrays.
+preprocesses them into float32 (3, H, W) arrays. With a `ThumbnailStore` in the config, it also writes the
+image's thumbnail and preview from the decoded picture when they are missing (decoding an unchanged image
+for them alone, which leaves it unchanged); a failure to write them is counted, never a rejection.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from common.errors import VitrineError
 from common.images import decode_image
+from common.thumbnails import ThumbnailStore
 from embed.protocol import ImageTransform
 from indexer.fetch import FetchConfig, ImageFetcher, is_url
 from indexer.state import image_hash
@@ -66,6 +70,10 @@ class ImageResult:
     error: str | None = None
     seconds: float = 0.0
     """Time spent fetching, decoding and preprocessing it."""
+    thumbnailed: bool = False
+    """Its thumbnail and preview were written now."""
+    thumbnail_error: str | None = None
+    """Why its missing thumbnail and preview could not be made (the image itself is fine)."""
 
     @property
     def unchanged(self) -> bool:
@@ -83,6 +91,8 @@ class WorkerConfig:
     """Encoder name, mixed into image hashes."""
     max_pixels: int
     draft_size: int | None = None
+    thumbnails: ThumbnailStore | None = None
+    """Where thumbnails and previews go (None: none are made)."""
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Identifies the job: workers build their fetcher once per token."""
 
@@ -93,17 +103,56 @@ class _Context:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.fetcher = ImageFetcher(config.fetch)
+        self.thumbnail_failures = 0
+
+    def _draft_size(self, thumbnails: bool) -> int | None:
+        """The JPEG draft size: the model's, or at least the preview's when thumbnails are made too."""
+        draft = self.config.draft_size
+        if thumbnails and draft is not None and self.config.thumbnails is not None:
+            return max(draft, self.config.thumbnails.preview_px)
+        return draft
+
+    def _thumbnail(self, task: ImageTask, digest: str, image: Image.Image) -> str | None:
+        """Write the thumbnail and preview of ``image``; the reason when that fails (logged, not raised)."""
+        assert self.config.thumbnails is not None
+        try:
+            self.config.thumbnails.write(digest, image)
+        except Exception as e:  # disk full, permissions...: the product is indexed all the same
+            return self._thumbnail_failed(task, f"{type(e).__name__}: {e}")
+        return None
+
+    def _thumbnail_failed(self, task: ImageTask, reason: str) -> str:
+        self.thumbnail_failures += 1
+        message = f"{task.ref}: cannot make its thumbnail and preview ({reason})"
+        if self.thumbnail_failures == 1:  # once per worker and job; the summary counts them all
+            logger.warning("%s; the product is indexed without them (further failures are logged at DEBUG)",
+                           message)
+        else:
+            logger.debug("%s", message)
+        return message
 
     def prepare(self, task: ImageTask, data: bytes | VitrineError) -> ImageResult:
         start = time.perf_counter()
         if isinstance(data, VitrineError):
             return ImageResult(task.key, error=str(data))
         digest = image_hash(data, encoder=self.config.encoder)
-        if task.expected_hash is not None and digest == task.expected_hash:
+        unchanged = task.expected_hash is not None and digest == task.expected_hash
+        thumbnails = self.config.thumbnails is not None and not self.config.thumbnails.has(digest)
+        if unchanged and not thumbnails:
             return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start)
         try:
             image = decode_image(data, max_pixels=self.config.max_pixels, source=task.ref,
-                                 draft_size=self.config.draft_size)
+                                 draft_size=self._draft_size(thumbnails))
+        except VitrineError as e:
+            if unchanged:  # decoded for its thumbnails only: its stored vector still holds
+                return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start,
+                                   thumbnail_error=self._thumbnail_failed(task, str(e)))
+            return ImageResult(task.key, hash=digest, error=str(e))
+        if unchanged:
+            failure = self._thumbnail(task, digest, image)
+            return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start,
+                               thumbnailed=failure is None, thumbnail_error=failure)
+        try:
             pixels = self.config.transform(image)
         except VitrineError as e:
             return ImageResult(task.key, hash=digest, error=str(e))
@@ -111,8 +160,10 @@ class _Context:
             logger.debug("preprocessing %s failed", task.ref, exc_info=True)
             return ImageResult(task.key, hash=digest, error=f"{task.ref}: cannot preprocess the image "
                                                              f"({type(e).__name__}: {e})")
+        failure = self._thumbnail(task, digest, image) if thumbnails else None  # after a possible rejection
         return ImageResult(task.key, hash=digest, pixels=np.asarray(pixels, dtype=np.float32),
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, thumbnailed=thumbnails and failure is None,
+                           thumbnail_error=failure)
 
     def fetch(self, ref: str) -> bytes | VitrineError:
         try:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from common.errors import EncoderMismatch, InvalidQuery, NotFound
 from common.settings import SearchSettings
+from common.thumbnails import ThumbnailStore
 from common.vocabulary import TAGS_FIELD, Vocabulary
 from embed.protocol import Encoder
 from search.calibration import Calibration, calibrate
@@ -97,6 +98,8 @@ class SearchService:
         tag_boost: score added for each tag the query names (settings tags.boost).
         image_loader: fetches and decodes an ``image_url`` query part (None: such parts are refused).
         calibration: the collection's calibration; measured here when not given.
+        thumbnails: where the ingestion put thumbnails and previews: products shown get the URLs of theirs
+            (``thumbnail``, ``preview``) when the files exist (None: no URLs).
 
     Raises:
         NotFound: no such collection.
@@ -115,6 +118,7 @@ class SearchService:
         tag_boost: float = 0.0,
         image_loader: Callable[[str], Image.Image] | None = None,
         calibration: Calibration | None = None,
+        thumbnails: ThumbnailStore | None = None,
     ) -> None:
         info = store.collection_info(collection)
         if info.encoder != encoder.name or info.dim != encoder.dim:
@@ -133,6 +137,7 @@ class SearchService:
         self._vocabulary = vocabulary
         self._tag_boost = tag_boost
         self._image_loader = image_loader
+        self._thumbnails = thumbnails
         self._calibration = calibration if calibration is not None else calibrate(store, collection)
 
     @property
@@ -154,6 +159,12 @@ class SearchService:
     def calibration(self) -> Calibration:
         """The collection's score calibration."""
         return self._calibration
+
+    @property
+    def tag_attributes(self) -> tuple[str, ...]:
+        """The attributes of the tag vocabulary queries are matched against (empty when there is none); their
+        values are stored as ``tags.<attribute>``."""
+        return self._vocabulary.names if self._vocabulary is not None else ()
 
     def cache_stats(self) -> CacheStats:
         """How the query embedding cache has done."""
@@ -270,7 +281,7 @@ class SearchService:
         counted = {"facets": {name: [FacetValue(value=v, count=c) for v, c in value_counts(
             (i.payload for i in kept), name)] for name in request.facets}} if request.facets else {}
         return SearchResponse(
-            results=[self._hit(group, relevance) for group in page],
+            results=[self._hit(group, relevance, self._thumbnails) for group in page],
             took_ms=round(took_ms, 3),
             total_candidates=len(candidates),
             offset=request.offset,
@@ -321,7 +332,7 @@ class SearchService:
         return out
 
     @staticmethod
-    def _hit(group: Group, relevance: Mapping[str, float | None]) -> SearchHit:
+    def _hit(group: Group, relevance: Mapping[str, float | None], thumbnails: ThumbnailStore | None) -> SearchHit:
         item = group.lead
         return SearchHit(
             id=item.product_id,
@@ -329,15 +340,16 @@ class SearchService:
             relevance=relevance.get(item.product_id),
             scores=IndexScores(image=item.image, text=item.text, lexical=item.lexical, boost=item.boost,
                                all_words=item.all_words),
-            product=_view(item.product_id, item.payload),
-            variants=[Variant(id=v.product_id, score=v.score, product=_view(v.product_id, v.payload))
+            product=_view(item.product_id, item.payload, thumbnails),
+            variants=[Variant(id=v.product_id, score=v.score, product=_view(v.product_id, v.payload, thumbnails))
                       for v in group.variants],
         )
 
     # -- products ----------------------------------------------------------------------------------
 
     def get_product(self, product_id: str) -> dict[str, Any]:
-        """A product's fields as indexed (bookkeeping stripped).
+        """A product's fields as indexed (bookkeeping stripped), with the URLs of its thumbnail and preview
+        when they exist (see `ProductView`).
 
         Raises:
             NotFound: no product with that id in the collection.
@@ -345,7 +357,7 @@ class SearchService:
         points = self._store.retrieve(self._collection, [product_id])
         if not points:
             raise NotFound(f"product {product_id!r} is not in collection {self._collection!r}")
-        return public_payload(points[0].payload)
+        return _shown_fields(points[0].payload, self._thumbnails)
 
     def similar(self, product_id: str, *, limit: int) -> SimilarResponse:
         """The products nearest to one product (itself left out), best first.
@@ -366,7 +378,7 @@ class SearchService:
         pairs = stored[:limit] if stored is not None and source == "precomputed" else \
             live_similar(self._store, self._collection, product_id, k=limit)
         points = {p.product_id: p for p in self._store.retrieve(self._collection, [pid for pid, _ in pairs])}
-        hits = [SimilarHit(id=pid, score=score, product=_view(pid, points[pid].payload))
+        hits = [SimilarHit(id=pid, score=score, product=_view(pid, points[pid].payload, self._thumbnails))
                 for pid, score in pairs if pid in points]  # neighbours deleted since the job ran are left out
         return SimilarResponse(product_id=product_id, source=source, results=hits, took_ms=_ms(started))
 
@@ -400,7 +412,7 @@ class SearchService:
         found = self._store.recommend(self._collection, positive=[points[p].vectors[IMAGE] for p in positive],
                                       negative=[points[p].vectors[IMAGE] for p in negative], using=IMAGE,
                                       limit=limit, filter=store_filter)
-        return SimilarResponse(product_id=None, source="recommend", results=_similar_hits(found),
+        return SimilarResponse(product_id=None, source="recommend", results=_similar_hits(found, self._thumbnails),
                                took_ms=_ms(started))
 
     def facets(self, field: str, *, request: QueryFields | None = None, limit: int = 20) -> list[FacetValue]:
@@ -457,13 +469,31 @@ def _at_least(relevance: float | None, minimum: float) -> bool:
     return relevance is None or relevance >= minimum
 
 
-def _view(product_id: str, payload: Mapping[str, Any]) -> ProductView:
-    return ProductView.model_validate({"id": product_id, **public_payload(dict(payload))})
+def _shown_fields(payload: Mapping[str, Any], thumbnails: ThumbnailStore | None) -> dict[str, Any]:
+    """A product's public fields, with the URLs of its thumbnail and preview when ``thumbnails`` has them.
+
+    The files are named by the image hash kept in the bookkeeping (``_vitrine.image``). Vitrine's URLs take the
+    place of catalog fields of the same names; a catalog's own ``thumbnail`` or ``preview`` is kept when it is
+    text and Vitrine has no such file, and left out otherwise (a `ProductView` holds a URL there).
+    """
+    fields = public_payload(dict(payload))
+    state = payload.get(STATE_KEY)
+    made = thumbnails.urls(state.get("image")) if thumbnails is not None and isinstance(state, Mapping) else {}
+    for size, name in (("thumb", "thumbnail"), ("preview", "preview")):
+        if size in made:
+            fields[name] = made[size]
+        elif name in fields and not (fields[name] is None or isinstance(fields[name], str)):
+            del fields[name]
+    return fields
 
 
-def _similar_hits(points: Sequence[StoredPoint]) -> list[SimilarHit]:
-    return [SimilarHit(id=p.product_id, score=float(p.score or 0.0), product=_view(p.product_id, p.payload))
-            for p in points]
+def _view(product_id: str, payload: Mapping[str, Any], thumbnails: ThumbnailStore | None = None) -> ProductView:
+    return ProductView.model_validate({"id": product_id, **_shown_fields(payload, thumbnails)})
+
+
+def _similar_hits(points: Sequence[StoredPoint], thumbnails: ThumbnailStore | None = None) -> list[SimilarHit]:
+    return [SimilarHit(id=p.product_id, score=float(p.score or 0.0),
+                       product=_view(p.product_id, p.payload, thumbnails)) for p in points]
 
 
 def _ms(started: float) -> float:

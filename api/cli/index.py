@@ -52,6 +52,8 @@ def format_summary(summary: IndexSummary) -> str:
         ("unchanged", str(summary.unchanged)),
         ("rejected", str(summary.rejected)),
         ("pruned", str(summary.pruned)),
+        ("thumbnails", str(summary.thumbnails) + (f" ({summary.thumbnail_failures} failed)"
+                                                  if summary.thumbnail_failures else "")),
         ("seconds", f"{summary.seconds:.1f}"),
         ("rate", f"{summary.rate:.1f} rows/s"),
     ]
