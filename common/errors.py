@@ -78,3 +78,14 @@ class BackendUnavailable(VitrineError):
 
 class StoreLocked(BackendUnavailable):
     """The embedded store is held open by another process."""
+
+
+class RerankFailed(BackendUnavailable):
+    """A re-ranker that could not score the candidates.
+
+    The model failed, or the API answered with an error or a malformed reply; search keeps the first-stage order.
+    """
+
+
+class RerankTimeout(RerankFailed):
+    """A re-ranker that did not finish before its deadline (the search's re-ranking budget)."""

@@ -15,6 +15,11 @@ _POINT_NAMESPACE = uuid.UUID("6f1c1f1e-9a57-4c4e-8f3a-7f0d2b9e5a11")
 MAX_ID_LENGTH = 512
 RESERVED_FIELD = "_vitrine"
 """Payload key Vitrine keeps its own bookkeeping under; a catalog may not use it."""
+GENERATED_FIELD = "generated"
+"""Payload key of the text `vitrine enrich` generated for a thin product (`api.enrich`): ``{"description": str,
+"attributes": {name: value}, "model": str, "at": iso time, "source": "enrich"}``; never a catalog field's value."""
+GENERATED_SOURCE = "enrich"
+"""The ``source`` of a `GENERATED_FIELD` value written by `vitrine enrich` (a catalog column of that name has none)."""
 _TEXT_FIELDS = ("title", "description", "category", "brand", "currency", "url", "image", "group_id")
 _TRUE = {"true", "1", "yes", "y", "t", "in stock", "instock"}
 _FALSE = {"false", "0", "no", "n", "f", "out of stock", "outofstock"}

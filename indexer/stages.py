@@ -15,6 +15,8 @@ Fate of a product (``stored`` = hashes kept with its stored version, see `indexe
 
 * image failed to fetch or decode -> rejected (a stored version stays as it was);
 * text and image hashes as stored -> ``unchanged``, or ``updated`` (payload only) if other fields changed;
+  but a product enriched by ``vitrine enrich`` (stored ``generated`` hash) whose row changed is ``indexed``,
+  its text embedded again: its stored text vector holds generated text the rewritten payload drops;
 * otherwise -> ``indexed``: only what changed is embedded again; the other vector is copied from the store.
 
 Tags (`indexer.tagging`, when a vocabulary is set) are computed from the image vector of every product
@@ -103,6 +105,10 @@ class EmbeddedBatch:
     unchanged: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    thumbnails: int = 0
+    """Images whose thumbnail and preview were written."""
+    thumbnail_failures: int = 0
+    """Images whose missing thumbnail and preview could not be made (their products are indexed all the same)."""
 
 
 def stored_payload(product: Product, hashes: ContentHashes, tags: Tags | None = None) -> dict[str, Any]:
@@ -236,6 +242,8 @@ class Embedder:
                                          f"{e}); set VITRINE_INDEXER__WORKERS=0 to prepare them in-process"
                                          ) from e
         out.timings["images"] = time.perf_counter() - start
+        out.thumbnails = sum(result.thumbnailed for result in images.values())
+        out.thumbnail_failures = sum(result.thumbnail_error is not None for result in images.values())
 
         start = time.perf_counter()
         work: list[tuple[int, Planned, ContentHashes, ImageResult | None]] = []
@@ -251,11 +259,13 @@ class Embedder:
             if old is not None and old.text == hashes.text and old.image == hashes.image:
                 if old.payload == hashes.payload and old.tags == hashes.tags:
                     out.unchanged += 1
-                elif hashes.tags is not None:
-                    retag.append((key, item, hashes, result))
-                else:
-                    out.payloads[item.product.id] = stored_payload(item.product, hashes)
-                continue
+                    continue
+                if old.generated is None:  # an enriched product is rewritten whole (see the module's notes)
+                    if hashes.tags is not None:
+                        retag.append((key, item, hashes, result))
+                    else:
+                        out.payloads[item.product.id] = stored_payload(item.product, hashes)
+                    continue
             work.append((key, item, hashes, result))
         work += self._retag(retag, out.payloads)
         out.points = self._embed(work, texts, out.rejected)
@@ -304,9 +314,9 @@ class Embedder:
             if key in texts:
                 vectors[i][TEXT] = texts[key]
             elif hashes.text is not None:
-                if TEXT in old:
+                if TEXT in old and (item.stored is None or item.stored.generated is None):
                     vectors[i][TEXT] = old[TEXT]
-                else:  # the stored vector vanished since the state was read: embed after all
+                else:  # vanished since the state was read, or enriched (`vitrine enrich`): embed it
                     missing_texts.append((i, item.text))
             if result is not None:
                 if result.pixels is not None:
@@ -349,6 +359,7 @@ class Writer:
         self.collection = collection
         self.report = report
         self.indexed = self.updated = self.unchanged = self.rejected = self.rows = 0
+        self.thumbnails = self.thumbnail_failures = 0
 
     def write(self, batch: EmbeddedBatch) -> None:
         """Upsert, rewrite payloads, report; durable when this returns."""
@@ -366,3 +377,5 @@ class Writer:
         self.updated += len(batch.payloads)
         self.unchanged += batch.unchanged
         self.rejected += len(batch.rejected)
+        self.thumbnails += batch.thumbnails
+        self.thumbnail_failures += batch.thumbnail_failures

@@ -5,7 +5,9 @@ Each point's payload holds, under `store.protocol.STATE_KEY`::
     {"v": 1, "text": sha256(encoder name, embedding text) or null,
              "image": sha256(encoder name, image file bytes) or null,
              "payload": sha256(canonical JSON of the product),
-             "tags": fingerprint of the tagger that tagged it (`indexer.tagging.Tagger`); absent: not tagged}
+             "tags": fingerprint of the tagger that tagged it (`indexer.tagging.Tagger`); absent: not tagged,
+             "generated": text_hash of the text the text vector was embedded from when `vitrine enrich`
+                          added a generated description to it (`api.enrich`); absent: not enriched}
 
 The text and image hashes describe the vectors stored in the same point: they are only ever written in
 the same store operation as those vectors (or as a payload update that keeps both the vectors and these
@@ -13,6 +15,12 @@ two hashes), so after a crash at any moment a hash never vouches for a vector th
 hash is written with the tags, in the same way: a product whose stored tags hash differs from the current
 tagger's fingerprint (the vocabulary changed, or tagging was turned on or off) gets its payload rewritten
 with tags computed from its stored image vector, without decoding the image again.
+
+``generated`` marks a text vector that also embeds a generated description (``vitrine enrich``); ``text`` still
+hashes the catalog text alone, so an unchanged catalog row leaves the enriched product as it is. When the row
+changes in any way, the indexer rewrites the product from the catalog (payload without ``generated``) and
+embeds its text again rather than keeping the enriched vector; the product is thin again, and the next
+``vitrine enrich`` redoes it.
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ class ContentHashes:
     payload: str
     tags: str | None = None
     """Fingerprint of the tagger whose tags the payload holds (None: not tagged)."""
+    generated: str | None = None
+    """Hash of the catalog text plus generated description the text vector embeds (None: not enriched)."""
 
     def as_payload(self) -> dict[str, Any]:
         """The value stored under `STATE_KEY` (``tags`` only when tagged: untagged state reads as before)."""
@@ -69,6 +79,8 @@ class ContentHashes:
                                  "payload": self.payload}
         if self.tags is not None:
             value["tags"] = self.tags
+        if self.generated is not None:
+            value["generated"] = self.generated
         return value
 
     @classmethod
@@ -77,9 +89,11 @@ class ContentHashes:
         if not isinstance(value, Mapping) or value.get("v") != STATE_VERSION:
             return None
         text, image, payload, tags = value.get("text"), value.get("image"), value.get("payload"), value.get("tags")
-        if not isinstance(payload, str) or not all(v is None or isinstance(v, str) for v in (text, image, tags)):
+        generated = value.get("generated")
+        if not isinstance(payload, str) or \
+                not all(v is None or isinstance(v, str) for v in (text, image, tags, generated)):
             return None
-        return cls(text=text, image=image, payload=payload, tags=tags)
+        return cls(text=text, image=image, payload=payload, tags=tags, generated=generated)
 
 
 def load_state(store: VectorStore, collection: str) -> dict[str, ContentHashes | None]:

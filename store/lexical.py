@@ -6,7 +6,9 @@ term-frequency part and a query's vector only says which terms it has.
 
 What is indexed (`lexical_text`): a product's title, brand, category and description, plus the values of
 the identifier attributes in `IDENTIFIER_ATTRIBUTES` (``sku``, ``model_number``, ``gtin``, ...) so an exact
-SKU, brand or model-number query ("Saltmarsh SM-AB9779-KH") finds the product. The title is counted
+SKU, brand or model-number query ("Saltmarsh SM-AB9779-KH") finds the product; and the description that
+`vitrine enrich` generated for a thin product (payload ``generated.description``), so a word it names ("leather")
+finds the product too. The title is counted
 `TITLE_REPEATS` times (a cheap BM25F field weight): a word in the title says more about the product than the
 same word in a description ("warm winter coat" is about coats, not about a sweater "warm enough for winter").
 
@@ -26,11 +28,15 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from common.product import GENERATED_FIELD, GENERATED_SOURCE
+
 LEXICAL = "lexical"
 """Name of the sparse vector."""
 
 LEXICAL_VERSION = 2
-"""Bumped whenever `lexical_text` or `BM25` change, so the indexer rewrites every product's lexical vector."""
+"""Bumped whenever `lexical_text` or `BM25` change, so the indexer rewrites every product's lexical vector.
+(Adding ``generated.description`` changed no stored product's text: only `vitrine enrich` writes it, and its
+writes rebuild the lexical vector.)"""
 
 TEXT_FIELDS = ("title", "brand", "category", "description")
 TITLE_REPEATS = 2
@@ -69,6 +75,10 @@ def lexical_text(payload: Mapping[str, Any]) -> str:
             if str(key).lower() in IDENTIFIER_ATTRIBUTES and isinstance(value, str | int) \
                     and not isinstance(value, bool):
                 parts.append(str(value))
+    generated = payload.get(GENERATED_FIELD)
+    if isinstance(generated, Mapping) and generated.get("source") == GENERATED_SOURCE \
+            and isinstance(generated.get("description"), str):
+        parts.append(generated["description"])
     return " ".join(parts)
 
 

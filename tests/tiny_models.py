@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY_OPEN_CLIP_CFG = {
@@ -189,3 +192,32 @@ def save_tiny_demo_encoder(folder: Path, *, seed: int = 0) -> Path:
     write_manifest(folder, EncoderManifest(kind="towers", dim=32, text=TextTowerSpec(path=str(text)),
                                            image=image))
     return folder
+
+
+@contextmanager
+def offline_hf_hub(cache: Path) -> Iterator[Path]:
+    """HF_HUB_OFFLINE=1 against the hub cache ``cache`` while the block runs: nothing can be downloaded.
+
+    huggingface_hub reads both settings into ``huggingface_hub.constants`` at import, so those are set too
+    (the loaders read them at call time); the environment carries them to spawned processes.
+    """
+    from huggingface_hub import constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("HF_HUB_CACHE", str(cache))
+        patch.setattr(constants, "HF_HUB_OFFLINE", True)
+        patch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        yield cache
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while the block runs: on a busy 2-core machine, more threads make tiny models far
+    slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

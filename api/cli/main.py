@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "api.cli.info",
     "api.cli.dedup",
     "api.cli.similar",
+    "api.cli.enrich",
     "api.cli.train",
     "api.cli.eval",
 )

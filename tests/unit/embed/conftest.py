@@ -13,7 +13,7 @@ import pytest
 from common.settings import EmbedSettings
 from embed.protocol import Encoder
 from embed.registry import build_encoder
-from tests.tiny_models import TINY_OPEN_CLIP_CFG, put_in_hf_cache
+from tests.tiny_models import TINY_OPEN_CLIP_CFG, offline_hf_hub, one_torch_thread, put_in_hf_cache
 
 # open_clip names an architecture after its config file; this one is registered for the tests only.
 TINY_ARCH = "vitrine-tiny-test"
@@ -39,31 +39,17 @@ def hub_cache(
 
 @pytest.fixture(scope="module", autouse=True)
 def offline_hub(hub_cache: Path) -> Iterator[Path]:
-    """Every encoder test runs with HF_HUB_OFFLINE=1 against ``hub_cache``: nothing can be downloaded.
-
-    huggingface_hub reads both settings into ``huggingface_hub.constants`` at import, so those are set too
-    (the loaders read them at call time); the environment carries them to spawned processes. Module scope:
-    the settings do not leak into other packages' tests.
-    """
-    from huggingface_hub import constants
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("HF_HUB_CACHE", str(hub_cache))
-        patch.setattr(constants, "HF_HUB_OFFLINE", True)
-        patch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
-        yield hub_cache
+    """Every encoder test runs with HF_HUB_OFFLINE=1 against ``hub_cache``: nothing can be downloaded. Module
+    scope: the settings do not leak into other packages' tests."""
+    with offline_hf_hub(hub_cache) as cache:
+        yield cache
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
+def torch_on_one_thread() -> Iterator[None]:
     """Tiny models run on one thread: on a busy 2-core machine, two threads make them ~50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
