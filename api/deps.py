@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.reranking import Reranking
 from api.state import ServiceState
 from common.settings import Settings
 from search.service import SearchService
@@ -42,3 +43,15 @@ def get_search_service(state: StateDep) -> SearchService:
 
 
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
+
+
+def get_reranking(state: StateDep) -> Reranking:
+    """The re-ranking of the ready service (answers why not, when no re-ranker is set up).
+
+    Raises:
+        BackendUnavailable, EncoderMismatch: as `get_search_service`.
+    """
+    return state.reranking()
+
+
+RerankingDep = Annotated[Reranking, Depends(get_reranking)]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from api.reranking import Reranking
 from api.wiring import Components
 from common.errors import BackendUnavailable, EncoderMismatch, NotFound, VitrineError
 from common.settings import Settings
@@ -132,6 +133,18 @@ class ServiceState:
         if isinstance(failure, EncoderMismatch):
             raise EncoderMismatch(str(failure))
         raise BackendUnavailable(f"the search service is unavailable: {reason or status}")
+
+    def reranking(self) -> Reranking:
+        """The re-ranking of the ready service (one that says why there is no re-ranker, if none was set up).
+
+        Raises:
+            BackendUnavailable, EncoderMismatch: as `service`.
+        """
+        self.service()
+        with self._lock:
+            components = self._components
+        found = components.reranking if components is not None else None
+        return found if found is not None else Reranking(None, self._settings.rerank)
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         """Release the components; a load still running closes what it opens when it finishes."""

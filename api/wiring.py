@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from api.reranking import Reranking
 from common.errors import EncoderMismatch, NotFound
 from common.images import decode_image
 from common.netfetch import FetchPolicy, SafeClient
 from common.settings import Settings
+from common.thumbnails import ThumbnailStore
 from common.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 from embed import Encoder, build_encoder
 from search.service import SearchService
@@ -110,9 +112,13 @@ class Components:
     store: VectorStore
     service: SearchService
     loader: UrlImageLoader | None = None
+    reranking: Reranking | None = None
+    """The re-ranker searches may ask for (None: not set up, as in ``vitrine search`` without ``--rerank``)."""
 
     def close(self) -> None:
-        """Release the store (files, connections)."""
+        """Release the store (files, connections) and the re-ranker's threads."""
+        if self.reranking is not None:
+            self.reranking.close()
         if self.loader is not None:
             self.loader.close()
         self.store.close()
@@ -132,13 +138,16 @@ def load_tag_vocabulary(settings: Settings, info: CollectionInfo) -> Vocabulary 
         if info.tags else None
 
 
-def open_search(settings: Settings, *, model: str | None = None, collection: str | None = None) -> Components:
+def open_search(settings: Settings, *, model: str | None = None, collection: str | None = None,
+                rerank: bool = True) -> Components:
     """Open the store and build a ready search service (encoder loaded).
 
     Args:
         settings: all settings (store location, embed device, search defaults).
         model: an explicit encoder name (``--model``), overriding ``settings.embed.model``.
         collection: the collection to search (default: ``settings.store.collection``).
+        rerank: also build and load the re-ranker of settings ``rerank`` (when its backend is not ``none``); one
+            that fails to load is logged and leaves search without re-ranking (see `api.reranking`).
 
     Raises:
         NotFound: the collection does not exist.
@@ -154,9 +163,12 @@ def open_search(settings: Settings, *, model: str | None = None, collection: str
         loader = UrlImageLoader(settings)
         service = SearchService(encoder=encoder, store=store, settings=settings.search, collection=info.name,
                                 vocabulary=load_tag_vocabulary(settings, info), tag_boost=settings.tags.boost,
-                                image_loader=loader)
+                                image_loader=loader,
+                                thumbnails=ThumbnailStore.from_settings(settings) if settings.images.thumbnails
+                                else None)
     except BaseException:
         store.close()
         raise
     logger.info("search ready: collection %r (%d products), encoder %s", info.name, info.count, encoder.name)
-    return Components(store=store, service=service, loader=loader)
+    reranking = Reranking.from_settings(settings) if rerank else None
+    return Components(store=store, service=service, loader=loader, reranking=reranking)

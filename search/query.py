@@ -274,6 +274,13 @@ class ProductView(BaseModel):
     in_stock: bool | None = None
     url: str | None = None
     attributes: dict[str, Any] | None = None
+    thumbnail: str | None = Field(None, description="URL path of a small WebP of the product's image (long side "
+                                  "settings images.thumb_px) made at ingestion, served with long-lived caching "
+                                  "(``GET /images/{key}/thumb.webp``); unset when there is none. A catalog field of "
+                                  "the same name (or ``preview``) is shown only when it is text and Vitrine made "
+                                  "no such file.")
+    preview: str | None = Field(None, description="URL path of a larger WebP of the product's image (long side "
+                                "settings images.preview_px), like ``thumbnail``; unset when there is none.")
 
 
 class IndexScores(BaseModel):
@@ -297,6 +304,24 @@ class Variant(BaseModel):
     product: ProductView
 
 
+class RerankScore(BaseModel):
+    """How a vision-language model judged one result (docs/rerank.md)."""
+
+    vlm: float = Field(description="The model's relevance of the product to the query, 0-1 (P(yes)).")
+    combined: float = Field(description="What the re-ranked top N are ordered by: (1 - weight) x the fused "
+                            "score scaled to 0-1 among the top N + weight x vlm.")
+
+
+class RerankInfo(BaseModel):
+    """Whether and how a search was re-ranked."""
+
+    model: str | None = Field(None, description="The re-ranker's model.")
+    top_n: int = Field(description="How many of the first results were re-ranked (or were to be).")
+    weight: float = Field(description="Share of the VLM score in the combined score (settings rerank.weight).")
+    took_ms: float = Field(0.0, description="Time spent re-ranking, milliseconds.")
+    reason: str | None = Field(None, description="Why the results are not re-ranked, when they are not.")
+
+
 class SearchHit(BaseModel):
     """One result."""
 
@@ -309,6 +334,8 @@ class SearchHit(BaseModel):
     product: ProductView
     variants: list[Variant] = Field(default_factory=list, description="Other products of its group_id found "
                                     "by the search, best first.")
+    rerank: RerankScore | None = Field(None, description="The re-ranker's judgement, when the search asked for "
+                                       "re-ranking and this result was among the re-ranked top N.")
 
 
 class Weights(BaseModel):
@@ -348,6 +375,9 @@ class SearchResponse(BaseModel):
     boosts: list[TagBoost] = Field(default_factory=list, description="Tags the query named, boosted.")
     facets: dict[str, list[FacetValue]] | None = Field(None, description="Counts of the asked fields' values "
                                                        "among all the results (not just this page).")
+    reranked: bool | None = Field(None, description="Present when the search asked for re-ranking: whether "
+                                  "the order is the re-ranker's (false: first-stage order, see rerank.reason).")
+    rerank: RerankInfo | None = Field(None, description="How the search was re-ranked, or why not.")
 
 
 class SimilarHit(BaseModel):

@@ -13,6 +13,7 @@ from api.cli.options import add_filter_options, cell, filter_fields
 from api.wiring import open_search
 from common.errors import ImageTooLarge, InvalidInput
 from common.images import decode_image
+from common.product import GENERATED_FIELD
 from common.settings import Settings
 from search.query import DEFAULT_LIMIT, SearchResponse, build_fields, build_request
 
@@ -51,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--min-score", type=float, metavar="R", help="drop results of relevance under R (0-1)")
     parser.add_argument("--facet", action="append", default=[], metavar="FIELD",
                         help="count this field's values among the results; repeatable")
+    parser.add_argument("--rerank", action="store_true", help="re-rank the first results with the "
+                        "vision-language model of settings rerank (VITRINE_RERANK__BACKEND, __MODEL; docs/rerank.md)")
+    parser.add_argument("--rerank-top-n", type=int, metavar="N", help="results to re-rank (default: settings "
+                        "rerank.top_n)")
     parser.add_argument("--model", help="encoder name; must be the one the collection was built with "
                         "(default: the collection's)")
     parser.add_argument("--collection", help="collection to search (default: settings store.collection)")
@@ -94,9 +99,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidInput as e:
         print(f"vitrine search: {e}", file=sys.stderr)
         return EXIT_BAD_QUERY
-    components = open_search(settings, model=args.model, collection=args.collection)
+    if args.rerank_top_n is not None and not 1 <= args.rerank_top_n <= settings.search.max_limit:
+        print(f"vitrine search: --rerank-top-n {args.rerank_top_n} must be between 1 and "
+              f"{settings.search.max_limit} (setting search.max_limit)", file=sys.stderr)
+        return EXIT_BAD_QUERY
+    components = open_search(settings, model=args.model, collection=args.collection, rerank=args.rerank)
     try:
-        response = components.service.search(request)
+        if components.reranking is not None:
+            response = components.reranking.search(components.service, request, top_n=args.rerank_top_n)
+        else:
+            response = components.service.search(request)
     except InvalidInput as e:  # a product or an image URL of the query that cannot be used
         print(f"vitrine search: {e}", file=sys.stderr)
         return EXIT_BAD_QUERY
@@ -117,13 +129,19 @@ def format_table(response: SearchResponse) -> str:
     for name, counts in (response.facets or {}).items():
         if counts:
             extra.append(f"{name}: " + ", ".join(f"{c.value} ({c.count})" for c in counts))
+    if response.rerank is not None:
+        info = response.rerank
+        extra.append(f"re-ranked the top {info.top_n} with {info.model} in {info.took_ms:.0f} ms (weight "
+                     f"{info.weight:g})" if response.reranked else f"not re-ranked: {info.reason}")
     if response.no_good_match:
         return "\n".join(["no good match: nothing in the catalog is close enough to this query", *extra, summary])
     if not response.results:
         return "\n".join([f"no results; {summary}", *extra])
-    header = (f"{'#':>3}  {'score':>7}  {'relev':>6}  {'image':>7}  {'text':>7}  {'lex':>5}  {'id':<16}  "
-              f"{'title':<36}  {'price':>12}  {'brand':<14}  category")
+    vlm = bool(response.reranked)
+    header = (f"{'#':>3}  {'score':>7}  {'relev':>6}  {'image':>7}  {'text':>7}  {'lex':>5}  "
+              f"{'vlm  ' if vlm else ''}{'id':<16}  {'title':<36}  {'price':>12}  {'brand':<14}  category")
     lines = [header]
+    models: set[str] = set()
     for rank, hit in enumerate(response.results, start=response.offset + 1):
         product = hit.product
         price = "" if product.price is None else f"{product.price:.2f} {product.currency or ''}".strip()
@@ -132,7 +150,14 @@ def format_table(response: SearchResponse) -> str:
         lexical = "-" if hit.scores.lexical is None else f"{hit.scores.lexical:.2f}"
         relevance = "-" if hit.relevance is None else f"{hit.relevance:.3f}"
         variants = f" (+{len(hit.variants)} variants)" if hit.variants else ""
+        generated = (product.model_extra or {}).get(GENERATED_FIELD)
+        if isinstance(generated, dict):
+            models.add(str(generated.get("model")))
+        judged = ("-    " if hit.rerank is None else f"{hit.rerank.vlm:.2f} ") if vlm else ""
         lines.append(f"{rank:>3}  {hit.score:>7.4f}  {relevance:>6}  {image:>7}  {text:>7}  {lexical:>5}  "
-                     f"{cell(hit.id, 16):<16}  {cell(product.title, 36):<36}  {price:>12}  "
+                     f"{judged}{cell(hit.id, 16):<16}  "
+                     f"{cell(product.title, 35) + ('*' if isinstance(generated, dict) else ''):<36}  {price:>12}  "
                      f"{cell(product.brand, 14):<14}  {cell(product.category, 24)}{variants}")
+    if models:
+        extra.insert(0, f"* description generated by {', '.join(sorted(models))} (vitrine enrich)")
     return "\n".join([*lines, *extra, summary])

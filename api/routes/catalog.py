@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import SearchServiceDep, SettingsDep
+from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.routes.search import FilterText, Price, filter_params
 from common.errors import InvalidQuery
@@ -48,6 +48,7 @@ def facets(
 
 
 @router.get("/stats", summary="Collection, query cache and calibration statistics")
-def stats(service: SearchServiceDep) -> dict[str, Any]:
-    """Product count, the query embedding cache's size, hits and misses, and the score calibration."""
-    return service.stats()
+def stats(service: SearchServiceDep, reranking: RerankingDep) -> dict[str, Any]:
+    """Product count, the query embedding cache's size, hits and misses, the score calibration, and the
+    re-ranker (its model and score cache, or why there is none)."""
+    return {**service.stats(), "rerank": reranking.describe()}

@@ -5,21 +5,26 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import SearchServiceDep, SettingsDep
+from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
+from api.reranking import Reranking
 from api.uploads import read_image_upload
 from common.errors import InvalidQuery
+from common.settings import Settings
 from search.filters import parse_filter_option
 from search.query import (
     DEFAULT_LIMIT,
     MAX_FILTER_VALUE_CHARS,
     MAX_QUERY_CHARS,
     QueryFields,
+    SearchRequest,
     SearchResponse,
     build_fields,
     build_request,
 )
+from search.service import SearchService
 
 router = APIRouter(prefix="/search", tags=["search"], responses=error_responses(409, 422, 503))
 
@@ -79,34 +84,94 @@ def filter_params(options: list[str]) -> dict[str, str]:
 
 SearchParamsDep = Annotated[dict[str, Any], Depends(search_params)]
 
+MAX_RERANK_BUDGET_S = 120.0
+RerankTopN = Annotated[int | None, Query(ge=1, description="Results to re-rank (default settings rerank.top_n; "
+                                         "at most settings search.max_limit).")]
+RerankBudget = Annotated[float | None, Query(gt=0, le=MAX_RERANK_BUDGET_S, allow_inf_nan=False,
+                                             description="Seconds the re-ranker may take (default settings "
+                                             "rerank.budget_s).")]
+
+
+class RerankOptions(BaseModel):
+    """Whether and how to re-rank a search with the vision-language model (docs/rerank.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rerank: bool = Field(False, description="Re-rank the first results with the configured re-ranker; when it "
+                         "is not configured, fails or runs out of time the first-stage order comes back with "
+                         "reranked: false and the reason.")
+    rerank_top_n: int | None = Field(None, ge=1, description="Results to re-rank (default settings "
+                                     "rerank.top_n; at most settings search.max_limit).")
+    rerank_budget_s: float | None = Field(None, gt=0, le=MAX_RERANK_BUDGET_S, allow_inf_nan=False,
+                                          description="Seconds the re-ranker may take (default settings "
+                                          "rerank.budget_s).")
+
+
+def rerank_params(rerank: bool = False, rerank_top_n: RerankTopN = None,
+                  rerank_budget_s: RerankBudget = None) -> RerankOptions:
+    """The re-rank query parameters of ``GET /search`` and ``POST /search/image``."""
+    return RerankOptions(rerank=rerank, rerank_top_n=rerank_top_n, rerank_budget_s=rerank_budget_s)
+
+
+RerankParamsDep = Annotated[RerankOptions, Depends(rerank_params)]
+
+
+class SearchBody(QueryFields, RerankOptions):
+    """The JSON body of ``POST /search``: the search and its re-rank options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def answer(request: SearchRequest, options: RerankOptions, *, service: SearchService, reranking: Reranking,
+           settings: Settings) -> SearchResponse:
+    """The search, re-ranked when the options ask for it."""
+    if not options.rerank:
+        return service.search(request)
+    top_n = options.rerank_top_n
+    if top_n is not None and top_n > settings.search.max_limit:
+        raise InvalidQuery(f"rerank_top_n {top_n} is over {settings.search.max_limit} (setting search.max_limit)")
+    return reranking.search(service, request, top_n=top_n, budget_s=options.rerank_budget_s)
+
 
 @router.get("", summary="Search by text", response_model_exclude_unset=True)
 def search_get(
+    *,
     service: SearchServiceDep,
     settings: SettingsDep,
+    reranking: RerankingDep,
     params: SearchParamsDep,
+    rerank: RerankParamsDep,
     q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="Query text.")] = None,
 ) -> SearchResponse:
-    """Search with the text ``q``; filters, page, weights, grouping and facets as query parameters."""
-    return service.search(build_request({**params, "q": q}, settings=settings.search))
+    """Search with the text ``q``; filters, page, weights, grouping, facets and re-ranking as query
+    parameters."""
+    return answer(build_request({**params, "q": q}, settings=settings.search), rerank, service=service,
+                  reranking=reranking, settings=settings)
 
 
 @router.post("", summary="Search by text or a composed query (JSON body)", response_model_exclude_unset=True,
              responses=error_responses(400, 413, 415))
-def search_post(body: QueryFields, service: SearchServiceDep, settings: SettingsDep) -> SearchResponse:
+def search_post(body: SearchBody, service: SearchServiceDep, settings: SettingsDep,
+                reranking: RerankingDep) -> SearchResponse:
     """The same as ``GET /search``, with the parameters as a JSON body, which may also hold any-field
     ``filters`` and a composed ``query``: a list of parts ``{"text" | "product_id" | "image_url": ..., "weight":
     w}`` whose weighted embeddings add up to the query vector (negative weights push away)."""
-    return service.search(build_request(body, settings=settings.search))
+    fields = body.model_dump(exclude_unset=True, exclude=set(RerankOptions.model_fields))
+    options = RerankOptions(**body.model_dump(include=set(RerankOptions.model_fields)))
+    return answer(build_request(fields, settings=settings.search), options, service=service,
+                  reranking=reranking, settings=settings)
 
 
 @router.post("/image", summary="Search by an uploaded image, optionally with text",
              responses=error_responses(413, 415), response_model_exclude_unset=True)
 def search_image(
+    *,
     file: Annotated[UploadFile, File(description="The query image (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
     service: SearchServiceDep,
     settings: SettingsDep,
+    reranking: RerankingDep,
     params: SearchParamsDep,
+    rerank: RerankParamsDep,
     text: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS,
                                      description="Words to combine with the image.")] = None,
 ) -> SearchResponse:
@@ -122,4 +187,5 @@ def search_image(
         max_pixels=settings.indexer.max_image_pixels,
         draft_size=service.encoder.image_size,
     )
-    return service.search(build_request(fields, settings=settings.search, image=image))
+    return answer(build_request(fields, settings=settings.search, image=image), rerank, service=service,
+                  reranking=reranking, settings=settings)

@@ -223,7 +223,7 @@ def test_unknown_routes_answer_in_the_same_shape(client: httpx.Client) -> None:
 def test_the_openapi_schema_documents_requests_and_responses(client: httpx.Client) -> None:
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
-    assert {"SearchResponse", "SearchHit", "ProductView", "ErrorBody", "QueryFields"} <= set(components)
+    assert {"SearchResponse", "SearchHit", "ProductView", "ErrorBody", "SearchBody", "RerankInfo"} <= set(components)
     get_search = schema["paths"]["/search"]["get"]
     assert {p["name"] for p in get_search["parameters"]} >= {
         "q",
