@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup demo index-demo serve test lint typecheck unit bench clean
+.PHONY: setup browser demo index-demo serve test lint typecheck unit bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+# The browser tests drive Debian's chromium (installed with apt-get when missing; VITRINE_CHROMIUM overrides).
+browser:
+	scripts/install_chromium.sh
+
+unit: setup browser
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -40,4 +44,4 @@ bench: setup
 	$(BIN)/python bench/query.py
 
 clean:
-	rm -rf .vitrine .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .vitrine .mypy_cache .ruff_cache .pytest_cache artifacts

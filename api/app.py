@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
-from api.routes import catalog, health, products, search
+from api.routes import catalog, health, images, products, search, web
 from api.state import RETRY_S, Loader, ServiceState
 from api.uploads import UploadLimitMiddleware
 from api.wiring import open_search
@@ -72,4 +72,6 @@ def create_app(
     app.include_router(search.router)
     app.include_router(products.router)
     app.include_router(catalog.router)
+    app.include_router(images.router)
+    app.include_router(web.router)
     return app
