@@ -31,8 +31,9 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 t
 
 FROM build-base AS build-cuda
 # faiss-cpu (a base dependency) and faiss-gpu (the gpu extra) both install the `faiss` package: drop the CPU
-# one, then lay faiss-gpu's files again (the uninstall removed the files the two share).
-RUN pip install -c constraints.txt '.[gpu]' \
+# one, then lay faiss-gpu's files again (the uninstall removed the files the two share). The GPU image also
+# carries diffusers (the generate extra) for variant generation with SDXL or FLUX (docs/generate.md).
+RUN pip install -c constraints.txt '.[gpu,generate]' \
  && pip uninstall -y faiss-cpu \
  && pip install --force-reinstall --no-deps 'faiss-gpu>=1.14.3,<2'
 

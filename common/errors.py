@@ -89,3 +89,13 @@ class RerankFailed(BackendUnavailable):
 
 class RerankTimeout(RerankFailed):
     """A re-ranker that did not finish before its deadline (the search's re-ranking budget)."""
+
+
+class GenerationFailed(BackendUnavailable):
+    """A generation backend failed (an API error after its retries, a model error, out of memory) or ran past its
+    time limit."""
+
+
+class BackendNotInstalled(BackendUnavailable):
+    """A backend whose package is not installed, or that is not configured; the message says what to install or
+    set."""

@@ -233,6 +233,56 @@ class RerankSettings(_Group):
         return self
 
 
+class GenerateSettings(_Group):
+    """Variant image generation (`generate/`, docs/generate.md)."""
+
+    backend: Literal["none", "recolor", "diffusers", "openai"] = Field(
+        "recolor", description="The default generation backend: recolor (offline, no weights: recolours the "
+        "product to a colour the instruction names), diffusers (a local Stable Diffusion / SDXL / FLUX model; "
+        "the 'generate' extra), openai (an images API), or none.")
+    model: str | None = Field(None, description="diffusers: hub name or folder of the pipeline (SD 1.5, SDXL, "
+                              "FLUX.1-schnell); openai: the images model (default gpt-image-1).")
+    controlnet: str | None = Field(None, description="diffusers: a Canny ControlNet (hub name or folder); when "
+                                   "set, variants keep the product's shape from its Canny edges.")
+    ip_adapter: str | None = Field(None, description="diffusers: an IP-Adapter as REPO_OR_FOLDER:SUBFOLDER/"
+                                   "WEIGHT_FILE (e.g. h94/IP-Adapter:models/ip-adapter_sd15.bin), for a style "
+                                   "or identity reference image.")
+    scheduler: Literal["dpm++", "default"] = Field("dpm++", description="diffusers: DPM++ multistep "
+                                                   "(DPMSolverMultistepScheduler) or the pipeline's own.")
+    steps: int = Field(30, ge=1, le=200, description="diffusers: denoising steps (FLUX.1-schnell: 4).")
+    guidance_scale: float = Field(7.0, ge=0, le=50, description="diffusers: classifier-free guidance scale.")
+    size: int = Field(768, ge=64, le=2048, description="Long side of generated images, pixels (a multiple of "
+                      "8 for diffusers).")
+    device: TorchDevice = Field("cpu", description="diffusers: torch device: cpu, cuda, cuda:1, mps.")
+    dtype: Dtype = Field("fp32", description="diffusers: fp32, fp16 or bf16 (fp16/bf16 on GPUs).")
+    cpu_offload: bool = Field(False, description="diffusers: enable_model_cpu_offload (less GPU memory, slower).")
+    compile: bool = Field(False, description="diffusers: torch.compile the denoiser (slow first call).")
+    max_concurrency: int = Field(1, ge=1, le=16, description="Generation jobs run at once (one GPU job at a "
+                                 "time by default); the others wait in the queue.")
+    batch_window_ms: int = Field(50, ge=0, le=5000, description="diffusers: how long a job waits for compatible "
+                                 "requests to batch with it, milliseconds.")
+    base_url: str | None = Field(None, description="openai: a compatible images API's URL; unset: OpenAI.")
+    api_key_env: str = Field("OPENAI_API_KEY", min_length=1, description="Environment variable holding the "
+                             "images API key (never a setting, never logged).")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: time limit of one request, seconds.")
+    retries: int = Field(3, ge=0, le=10, description="openai: retries on 429, 5xx and timeouts (exponential "
+                         "backoff with jitter, honouring Retry-After).")
+    backoff_s: float = Field(1.0, ge=0, le=60, description="openai: first retry delay, seconds.")
+    rewrite: Literal["template", "llm"] = Field("template", description="How an instruction becomes the "
+                                                "prompt: a template filled with the product's fields, or a chat "
+                                                "model (rewrite_model) that writes a detailed prompt.")
+    rewrite_model: str | None = Field(None, description="The chat model of rewrite=llm (through base_url and "
+                                      "api_key_env).")
+    max_instruction_chars: int = Field(300, ge=10, le=4000, description="Longest instruction accepted.")
+    max_n: int = Field(4, ge=1, le=16, description="Most images one request may ask for.")
+    time_limit_s: float = Field(300.0, gt=0, le=3600, description="Time a generation request may take, queue "
+                                "included, seconds.")
+    dir: Path | None = Field(None, description="Where generated images are kept and served from (default "
+                             "<home>/generated).")
+    cache: bool = Field(True, description="Answer a repeated request (same source image, instruction, "
+                        "parameters and model) with the images made before.")
+
+
 class ApiSettings(_Group):
     """The HTTP service."""
 
@@ -262,6 +312,7 @@ class Settings(BaseSettings):
     tags: TagSettings = TagSettings()
     rerank: RerankSettings = RerankSettings()
     images: ImageSettings = ImageSettings()
+    generate: GenerateSettings = GenerateSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -292,6 +343,11 @@ class Settings(BaseSettings):
     def images_dir(self) -> Path:
         """Folder of the thumbnails and previews (settings images.dir, default ``home/images``)."""
         return self.images.dir if self.images.dir is not None else self.home / "images"
+
+    @property
+    def generated_dir(self) -> Path:
+        """Folder of generated images (settings generate.dir, default ``home/generated``)."""
+        return self.generate.dir if self.generate.dir is not None else self.home / "generated"
 
 
 def config_file_path() -> Path | None:

@@ -30,27 +30,25 @@ appears in logs or error messages.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, cast
 
 from common.errors import ConfigError, RerankFailed, RerankTimeout
+from common.openai_client import KeyedClient
+from common.retry import backoff_s, is_retryable, remaining_s, retry_after_s
 from common.settings import RerankSettings
 from rerank.api_answers import RESPONSE_FORMAT, OffFormat, json_score, yes_probability
 from rerank.describe import DESCRIPTION_FORMAT, Description, parse_json
 from rerank.imaging import jpeg_data_url
 from rerank.prompt import AnswerForm, Part, describe_parts, parts
 from rerank.protocol import Candidate, RerankQuery, check_candidates
-from rerank.retry import backoff_s, is_retryable, remaining_s, retry_after_s
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOP_LOGPROBS = 5
 JSON_MAX_TOKENS = 64
-_NO_KEY = "unused"  # local servers (vLLM, Ollama, LM Studio) accept any key; the client needs one
 
 
 class _Stopped(Exception):
@@ -98,8 +96,7 @@ class OpenAIReranker:
                               f"timeout_s {timeout_s}, retries {retries}, backoff_s {backoff_s}, "
                               f"max_tokens {max_tokens}")
         self._model = model
-        self._base_url = base_url.rstrip("/") if base_url else None
-        self._api_key_env = api_key_env
+        self._api = KeyedClient(base_url, api_key_env, timeout_s, _missing_key)
         self._max_concurrency = max_concurrency
         self._timeout_s = timeout_s
         self._retries = retries
@@ -107,9 +104,6 @@ class OpenAIReranker:
         self._image_max_side = image_max_side
         self._max_tokens = max_tokens
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._lock = threading.Lock()
-        self._client: Any = None
-        self._secret: str | None = None
         self._form: AnswerForm = "yes_no"
 
     @property
@@ -124,8 +118,8 @@ class OpenAIReranker:
 
     def describe(self) -> dict[str, Any]:
         """Backend, model, server URL, answer form and whether the client is made (never the key)."""
-        return {"backend": "openai", "model": self._model, "base_url": self._base_url or DEFAULT_BASE_URL,
-                "answer_form": self._form, "loaded": self._client is not None,
+        return {"backend": "openai", "model": self._model, "base_url": self._api.url,
+                "answer_form": self._form, "loaded": self._api.loaded,
                 "max_concurrency": self._max_concurrency}
 
     def load(self) -> None:
@@ -134,41 +128,10 @@ class OpenAIReranker:
         Raises:
             ConfigError: no key in the environment for OpenAI's own API (a ``base_url`` server needs none).
         """
-        if self._client is not None:
-            return
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-
-    def _make_client(self) -> Any:
-        import openai
-
-        key = os.environ.get(self._api_key_env, "").strip()
-        if not key:
-            if self._base_url is None:
-                raise ConfigError(f"the openai re-ranker needs an API key in the environment variable "
-                                  f"{self._api_key_env} (VITRINE_RERANK__API_KEY_ENV names another variable); "
-                                  "or set VITRINE_RERANK__BASE_URL to a server that needs none")
-            key = _NO_KEY
-        else:
-            self._secret = key
-        return openai.OpenAI(base_url=self._base_url, api_key=key, max_retries=0, timeout=self._timeout_s)
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        self._api.client()
 
     def _fail(self, message: str, kind: type[RerankFailed] = RerankFailed) -> RerankFailed:
-        return kind(self._redact(f"re-rank API {self._base_url or DEFAULT_BASE_URL} model {self._model!r}: "
-                                 f"{message}"))
-
-    def _cause(self, error: BaseException | None) -> BaseException | None:
-        """``error`` to chain as the cause, or ``None`` when its chain would show the key in a traceback."""
-        link = error
-        while link is not None and self._secret:
-            if self._secret in str(link) or self._secret in repr(link):
-                return None
-            link = link.__cause__ or link.__context__
-        return error
+        return kind(self._api.redact(f"re-rank API {self._api.url} model {self._model!r}: {message}"))
 
     def score(self, query: RerankQuery, candidates: Sequence[Candidate], *,
               deadline: float | None = None) -> list[float]:
@@ -238,7 +201,7 @@ class OpenAIReranker:
                 return self._json_answer(query, query_url, item, deadline, stop)
             except (AttributeError, IndexError, TypeError, ValueError, KeyError) as e:
                 message = f"malformed reply for product {item.product_id!r}: {type(e).__name__}: {e}"
-                raise self._fail(message) from self._cause(e)
+                raise self._fail(message) from self._api.cause(e)
             if probability is not None:
                 return probability
             self._switch_to_json("its replies carry no logprobs")
@@ -255,12 +218,12 @@ class OpenAIReranker:
         try:
             completion = self._create(messages, deadline, stop, yes_no=False)
         except _BadRequest as e:
-            raise self._fail(f"HTTP 400: {e.message}") from self._cause(e.cause)
+            raise self._fail(f"HTTP 400: {e.message}") from self._api.cause(e.cause)
         try:
             return json_score(completion.choices[0].message.content)
         except (AttributeError, IndexError, TypeError, ValueError, KeyError) as e:
             message = f"malformed reply for product {item.product_id!r}: {type(e).__name__}: {e}"
-            raise self._fail(message) from self._cause(e)
+            raise self._fail(message) from self._api.cause(e)
 
     def describe_product(self, item: Candidate, *, deadline: float | None = None) -> Description:
         """A description of ``item`` (`rerank.describe.Describer`): one JSON-schema request, retried like scores.
@@ -281,12 +244,12 @@ class OpenAIReranker:
             completion = self._create([{"role": "user", "content": content}], deadline, threading.Event(),
                                       yes_no=False, options=options)
         except _BadRequest as e:
-            raise self._fail(f"HTTP 400: {e.message}") from self._cause(e.cause)
+            raise self._fail(f"HTTP 400: {e.message}") from self._api.cause(e.cause)
         try:
             return parse_json(completion.choices[0].message.content)
         except (AttributeError, IndexError, TypeError, ValueError, KeyError) as e:
             message = f"no usable description of product {item.product_id!r}: {type(e).__name__}: {e}"
-            raise self._fail(message) from self._cause(e)
+            raise self._fail(message) from self._api.cause(e)
 
     def _part(self, part: Part, url: str | None) -> dict[str, Any]:
         if isinstance(part, str):
@@ -334,7 +297,7 @@ class OpenAIReranker:
             cause: BaseException
             with self._slot(deadline):
                 try:
-                    return self._client.chat.completions.create(
+                    return self._api.client().chat.completions.create(
                         model=self._model, messages=cast(Any, messages), timeout=timeout, **form)
                 except openai.APITimeoutError as e:
                     problem, cause = f"no reply within {timeout:.3g} s", e
@@ -342,24 +305,24 @@ class OpenAIReranker:
                     problem, cause = f"cannot connect: {e}", e
                 except openai.APIStatusError as e:
                     if e.status_code == 400:
-                        raise _BadRequest(self._redact(str(e))[:300], e) from None
+                        raise _BadRequest(self._api.redact(str(e))[:300], e) from None
                     if not is_retryable(e.status_code):
-                        message = f"HTTP {e.status_code}: {self._redact(str(e))[:300]}"
-                        raise self._fail(message) from self._cause(e)
-                    problem, cause = f"HTTP {e.status_code}: {self._redact(str(e))[:200]}", e
+                        message = f"HTTP {e.status_code}: {self._api.redact(str(e))[:300]}"
+                        raise self._fail(message) from self._api.cause(e)
+                    problem, cause = f"HTTP {e.status_code}: {self._api.redact(str(e))[:200]}", e
                     retry_after = retry_after_s(e.response.headers)
                 except openai.OpenAIError as e:  # a reply the client cannot read as a completion
-                    raise self._fail(f"malformed reply: {type(e).__name__}: {e}") from self._cause(e)
+                    raise self._fail(f"malformed reply: {type(e).__name__}: {e}") from self._api.cause(e)
                 except (ValueError, TypeError) as e:  # a body that is not JSON
-                    raise self._fail(f"malformed reply: {type(e).__name__}: {e}") from self._cause(e)
+                    raise self._fail(f"malformed reply: {type(e).__name__}: {e}") from self._api.cause(e)
             if attempt >= self._retries:
-                raise self._fail(f"{problem} (after {attempt + 1} attempt(s))") from self._cause(cause)
+                raise self._fail(f"{problem} (after {attempt + 1} attempt(s))") from self._api.cause(cause)
             delay = backoff_s(attempt, self._backoff_s, retry_after)
             left = remaining_s(deadline)
             if left is not None and delay >= left:
                 raise self._fail(f"{problem}; the next try (in {delay:.3g} s) would come after the deadline",
-                                 kind=RerankTimeout) from self._cause(cause)
-            logger.debug("re-rank API %s: %s; retry %d in %.3g s", self._model, self._redact(problem),
+                                 kind=RerankTimeout) from self._api.cause(cause)
+            logger.debug("re-rank API %s: %s; retry %d in %.3g s", self._model, self._api.redact(problem),
                          attempt + 1, delay)
             if stop.wait(delay):
                 raise _Stopped
@@ -393,6 +356,12 @@ class _BadRequest(Exception):
         super().__init__(message)
         self.message = message
         self.cause = cause
+
+
+def _missing_key(api_key_env: str) -> ConfigError:
+    return ConfigError(f"the openai re-ranker needs an API key in the environment variable {api_key_env} "
+                       "(VITRINE_RERANK__API_KEY_ENV names another variable); or set VITRINE_RERANK__BASE_URL to a "
+                       "server that needs none")
 
 
 def build(settings: RerankSettings) -> OpenAIReranker:

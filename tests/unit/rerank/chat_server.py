@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
-from tests.http_server import QuietHandler
+from tests.loopback import LoopbackServer, Reply, SeenRequest
 
 YES_WORDS = ("shoes", "sneakers")
 P_MATCH = 0.9
@@ -27,21 +21,9 @@ P_OTHER = 0.2
 
 
 @dataclass
-class Reply:
-    """One scripted reply: a status, a JSON body (dict) or raw bytes, headers, and a delay before it."""
+class Seen(SeenRequest):
+    """One request as the server got it: path, headers and JSON body."""
 
-    status: int = 200
-    body: dict[str, Any] | bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-@dataclass
-class Seen:
-    """One request as the server got it."""
-
-    path: str
-    headers: dict[str, str]  # names in lower case
     body: dict[str, Any]
 
     @property
@@ -83,44 +65,16 @@ def yes_no_completion(p_yes: float, *, yes: str = "Yes", no: str = " no") -> dic
     return completion(str(first["token"]), [{**first, "top_logprobs": top}])
 
 
-class FakeChatServer:
-    """The server: ``url`` (the base URL, ending in /v1), ``seen`` requests, ``script`` of replies."""
+class FakeChatServer(LoopbackServer[Seen]):
+    """The server (`tests.loopback.LoopbackServer`); ``logprobs = False`` answers without logprobs."""
 
     def __init__(self) -> None:
-        self.seen: list[Seen] = []
-        self.script: deque[Reply] = deque()
+        super().__init__()
         self.logprobs = True
-        self.delay_s = 0.0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
-        self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
 
-    def _handler(self) -> type[QuietHandler]:
-        server = self
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server calls it by this name
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with server._lock:
-                    server.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                            json.loads(raw)))
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                    scripted = server.script.popleft() if server.script else None
-                try:
-                    reply = scripted or server.default_reply(server.seen[-1])
-                    time.sleep(reply.delay_s or (0.0 if scripted else server.delay_s))
-                    body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                    self.send(reply.status, body, {"Content-Type": "application/json", **reply.headers})
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-
-        return Handler
+    def parse(self, path: str, headers: dict[str, str], raw: bytes) -> Seen:
+        """The JSON body."""
+        return Seen(path, headers, json.loads(raw))
 
     def default_reply(self, seen: Seen) -> Reply:
         """What the well-behaved fake model answers."""
@@ -132,19 +86,3 @@ class FakeChatServer:
         if seen.body.get("logprobs") and self.logprobs:
             return Reply(body=yes_no_completion(p_yes))
         return Reply(body=completion("yes" if p_yes > 0.5 else "no"))
-
-    @property
-    def paths(self) -> list[str]:
-        """The paths of the requests seen."""
-        return [seen.path for seen in self.seen]
-
-    @contextmanager
-    def running(self) -> Iterator[FakeChatServer]:
-        """Serve in a thread while the block runs."""
-        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from common.errors import ConfigError, InvalidInput, RerankFailed
+from common.retry import MAX_DELAY_S, backoff_s, is_retryable, retry_after_s
 from common.settings import RerankSettings, load_settings
 from rerank import CachedReranker, Candidate, Reranker, RerankQuery, ScoreCache, build_reranker, known_backends
 from rerank.hf_backend import TransformersReranker
 from rerank.imaging import fit_short_side, pixel_digest, to_rgb
 from rerank.openai_backend import OpenAIReranker
 from rerank.prompt import answer_word, parts, question
-from rerank.retry import MAX_DELAY_S, backoff_s, is_retryable, retry_after_s
 from tests.unit.rerank.conftest import product_image
 
 SHOE = Candidate("p1", "white running shoes", product_image((240, 240, 240)), image_key="abc")

@@ -1,4 +1,5 @@
-"""Retry timing of the API re-ranker: exponential backoff with jitter, ``Retry-After``, and the deadline."""
+"""Retry timing of the API clients (the re-ranker's chat API, the images API): exponential backoff with jitter,
+``Retry-After``, and the deadline."""
 
 from __future__ import annotations
 
