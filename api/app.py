@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
-from api.routes import catalog, health, images, products, search, web
+from api.routes import catalog, generate, health, images, products, search, web
 from api.state import RETRY_S, Loader, ServiceState
 from api.uploads import UploadLimitMiddleware
 from api.wiring import open_search
@@ -57,6 +57,9 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(state.close)
+            variants = getattr(app.state, "variants", None)
+            if variants is not None:
+                await run_in_threadpool(variants.close)
 
     app = FastAPI(
         title="Vitrine",
@@ -67,11 +70,12 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.api.max_upload_bytes,
-                       paths=(IMAGE_SEARCH_PATH,))
+                       paths=(IMAGE_SEARCH_PATH, *generate.UPLOAD_PATHS))
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(products.router)
     app.include_router(catalog.router)
     app.include_router(images.router)
+    app.include_router(generate.router)
     app.include_router(web.router)
     return app

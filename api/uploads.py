@@ -39,11 +39,26 @@ def read_image_upload(
         ImageTooLarge: over ``max_bytes`` bytes or ``max_pixels`` pixels.
         UnsupportedImage: not an image, or a truncated or corrupt one.
     """
-    source = f"upload {filename or 'file'!r}"
+    data = read_upload(stream, filename=filename, max_bytes=max_bytes)
+    return decode_image(data, max_pixels=max_pixels, source=upload_name(filename), draft_size=draft_size)
+
+
+def upload_name(filename: str | None) -> str:
+    """How messages name an upload."""
+    return f"upload {filename or 'file'!r}"
+
+
+def read_upload(stream: BinaryIO, *, filename: str | None, max_bytes: int) -> bytes:
+    """The bytes of an upload, reading at most ``max_bytes + 1`` of them.
+
+    Raises:
+        ImageTooLarge: over ``max_bytes`` bytes.
+    """
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ImageTooLarge(f"{source} is over the limit of {max_bytes} bytes (setting api.max_upload_bytes)")
-    return decode_image(data, max_pixels=max_pixels, source=source, draft_size=draft_size)
+        raise ImageTooLarge(f"{upload_name(filename)} is over the limit of {max_bytes} bytes (setting "
+                            "api.max_upload_bytes)")
+    return data
 
 
 class UploadLimitMiddleware:

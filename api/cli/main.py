@@ -37,6 +37,7 @@ COMMANDS: tuple[str, ...] = (
     "api.cli.dedup",
     "api.cli.similar",
     "api.cli.enrich",
+    "api.cli.generate",
     "api.cli.train",
     "api.cli.eval",
 )

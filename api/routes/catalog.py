@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
+from api.routes.generate import VariantsDep
 from api.routes.search import FilterText, Price, filter_params
 from common.errors import InvalidQuery
 from search.query import FacetValue, build_fields, check_field_name
@@ -48,7 +49,7 @@ def facets(
 
 
 @router.get("/stats", summary="Collection, query cache and calibration statistics")
-def stats(service: SearchServiceDep, reranking: RerankingDep) -> dict[str, Any]:
-    """Product count, the query embedding cache's size, hits and misses, the score calibration, and the
-    re-ranker (its model and score cache, or why there is none)."""
-    return {**service.stats(), "rerank": reranking.describe()}
+def stats(service: SearchServiceDep, reranking: RerankingDep, variants: VariantsDep) -> dict[str, Any]:
+    """Product count, the query embedding cache's size, hits and misses, the score calibration, the re-ranker
+    (its model and score cache, or why there is none) and the generation backends."""
+    return {**service.stats(), "rerank": reranking.describe(), "generate": variants.describe()}
