@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
+from api.routes.generate import VariantsDep
 from common.errors import NotFound
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -113,14 +114,23 @@ class Capabilities(BaseModel):
     max_upload_bytes: int = Field(description="Largest image upload (settings api.max_upload_bytes).")
     rerank: bool = Field(False, description="Whether a re-ranker is loaded (rerank=true re-ranks).")
     rerank_model: str | None = Field(None, description="The re-ranker's model.")
-    generate: bool = Field(False, description="Whether variant generation is configured.")
+    generate: bool = Field(False, description="Whether variant generation works with the default backend "
+                           "(settings generate.backend).")
+    generate_backends: list[str] = Field(default_factory=list, description="Generation backends that can be "
+                                         "used, the default first.")
+    max_variants: int = Field(1, description="Most images one generation request may ask for.")
 
 
 @router.get("/capabilities", summary="What this server offers (facets, limits, optional features)",
             responses=error_responses(503))
-def capabilities(service: SearchServiceDep, reranking: RerankingDep, settings: SettingsDep) -> Capabilities:
+def capabilities(service: SearchServiceDep, reranking: RerankingDep, variants: VariantsDep,
+                 settings: SettingsDep) -> Capabilities:
     """The facet fields, limits and optional features of this server."""
     tags = [f"tags.{attribute}" for attribute in service.tag_attributes]
+    usable = [name for name, why_not in variants.backends().items() if why_not is None]
+    default = settings.generate.backend
     return Capabilities(facets=[*PAGE_FACETS, *tags], max_limit=settings.search.max_limit,
                         max_upload_bytes=settings.api.max_upload_bytes, rerank=reranking.available,
-                        rerank_model=reranking.model)
+                        rerank_model=reranking.model, generate=default in usable,
+                        generate_backends=sorted(usable, key=lambda name: name != default),
+                        max_variants=settings.generate.max_n)

@@ -16,6 +16,11 @@ const els = {
   pager: $("pager"), prev: $("prev-page"), next: $("next-page"), pageLabel: $("page-label"),
   showScores: $("show-scores"), template: $("card-template"), panel: $("filters-panel"),
   rerank: $("rerank"), rerankSwitch: $("rerank-switch"), rerankModel: $("rerank-model"),
+  dialog: $("variants-dialog"), variantsForm: $("variants-form"), variantsProduct: $("variants-product"),
+  variantsSource: $("variants-source"), variantsInstruction: $("variants-instruction"), variantsN: $("variants-n"),
+  variantsBackend: $("variants-backend"), variantsBackendLabel: $("variants-backend-label"),
+  variantsStatus: $("variants-status"), variantsImages: $("variants-images"), variantsPrompt: $("variants-prompt"),
+  variantsGenerate: $("variants-generate"), variantsSearch: $("variants-search"), variantsClose: $("variants-close"),
 };
 
 const state = {
@@ -26,6 +31,8 @@ const state = {
   offset: 0,
   similar: null,        // {id, title}: showing products like this one
   rerank: false,        // re-rank the first results with the vision-language model
+  variant: null,        // {product, instruction, seed, backend}: the variants panel's last generation
+  imagined: null,       // {title, instruction, url, body}: real products like a generated variant
   capabilities: { facets: ["category", "brand"], max_limit: 100, max_upload_bytes: 10_000_000 },
 };
 
@@ -71,6 +78,7 @@ async function getJson(url, options = {}) {
 }
 
 function request(signal) {
+  if (state.imagined) return Promise.resolve(state.imagined.body);
   if (state.similar) {
     // the similar endpoint has no offset: ask for the pages up to this one and keep the last
     const limit = Math.min(state.offset + PAGE_SIZE, state.capabilities.max_limit);
@@ -94,7 +102,7 @@ function request(signal) {
 // ---------------------------------------------------------------- running a search
 
 function hasQuery() {
-  return Boolean(state.q || state.image || state.similar);
+  return Boolean(state.q || state.image || state.similar || state.imagined);
 }
 
 async function run({ push = false } = {}) {
@@ -132,6 +140,7 @@ function searchSoon() {
 function newSearch({ push = false } = {}) {
   state.offset = 0;
   state.similar = null;
+  state.imagined = null;
   run({ push });
 }
 
@@ -142,7 +151,9 @@ function render(body) {
   const count = body.results.length;
   const first = state.offset + 1;
   const took = `${Math.round(body.took_ms)} ms`;
-  if (state.similar) {
+  if (state.imagined) {
+    showImagined();
+  } else if (state.similar) {
     showNotice(`Products like “${state.similar.title}”`, "Back to search", () => {
       state.similar = null;
       state.offset = 0;
@@ -162,6 +173,7 @@ function render(body) {
       : ""} in ${took}${boostText(body)}${rerankText(body)}`
     : `No results (${took})`;
   renderPager(count, body);
+  if (state.imagined) els.pager.hidden = true;
   if (!state.similar && body.facets) renderFacets(body.facets);
 }
 
@@ -230,9 +242,16 @@ function card(hit) {
     scores.append(dt, dd);
   }
   scores.hidden = !els.showScores.checked || !details.length;
+  if (state.capabilities.generate && product.thumbnail) {
+    const button = node.querySelector(".variants-button");
+    button.hidden = false;
+    button.setAttribute("aria-label", `Variants of ${title}`);
+    button.addEventListener("click", () => openVariants(hit.id, title, product.thumbnail));
+  }
   const more = node.querySelector(".more-like-this");
   more.setAttribute("aria-label", `More like ${title}`);
   more.addEventListener("click", () => {
+    state.imagined = null;
     state.similar = { id: hit.id, title };
     state.offset = 0;
     run({ push: true });
@@ -322,6 +341,116 @@ function renderFacets(facets) {
   }
   els.facets.replaceChildren(...groups);
   els.clearFilters.hidden = !Object.keys(state.filters).length;
+}
+
+// ---------------------------------------------------------------- variants (generation)
+
+function openVariants(id, title, thumbnail) {
+  state.variant = { id, title, instruction: "", seed: null, backend: null };
+  els.variantsProduct.textContent = title;
+  els.variantsSource.src = thumbnail;
+  els.variantsSource.alt = title;
+  els.variantsImages.replaceChildren();
+  els.variantsPrompt.hidden = true;
+  els.variantsStatus.textContent = "";
+  els.variantsSearch.disabled = true;
+  els.dialog.showModal();
+  els.variantsInstruction.focus();
+}
+
+async function generateVariants() {
+  const variant = state.variant;
+  const instruction = els.variantsInstruction.value.trim();
+  if (!variant || !instruction) return;
+  const backend = els.variantsBackend.value || null;
+  els.variantsGenerate.disabled = true;
+  els.variantsSearch.disabled = true;
+  els.variantsStatus.textContent = "Generating…";
+  try {
+    const body = await getJson("/generate/variants", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ product_id: variant.id, instruction, n: Number(els.variantsN.value), backend }),
+    });
+    Object.assign(variant, { instruction, seed: body.seed, backend });
+    els.variantsImages.replaceChildren(...body.images.map((image, i) => {
+      const item = document.createElement("li");
+      const img = document.createElement("img");
+      img.src = image.url;
+      img.alt = `Variant ${i + 1} of ${variant.title}: ${instruction}`;
+      item.append(img);
+      return item;
+    }));
+    els.variantsPrompt.textContent = `Prompt (${body.prompt_method}): ${body.prompt}`;
+    els.variantsPrompt.hidden = false;
+    els.variantsStatus.textContent = `${body.images.length} image(s) by ${body.backend} in `
+      + `${Math.round(body.took_ms)} ms${body.cached ? " (made before)" : ""}, seed ${body.seed}`;
+    els.variantsSearch.disabled = false;
+  } catch (error) {
+    els.variantsStatus.textContent = error.message;
+  } finally {
+    els.variantsGenerate.disabled = false;
+  }
+}
+
+async function searchImagined() {
+  const variant = state.variant;
+  if (!variant || !variant.instruction) return;
+  els.variantsSearch.disabled = true;
+  els.variantsStatus.textContent = "Searching the catalog…";
+  try {
+    const body = await getJson("/search/imagine", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ product_id: variant.id, instruction: variant.instruction, seed: variant.seed,
+        backend: variant.backend, limit: PAGE_SIZE }),
+    });
+    state.imagined = { title: variant.title, instruction: variant.instruction, url: body.variant.images[0].url,
+      body: body.search };
+    state.similar = null;
+    state.offset = 0;
+    els.dialog.close();
+    run({ push: false });
+  } catch (error) {
+    els.variantsStatus.textContent = error.message;
+    els.variantsSearch.disabled = false;
+  }
+}
+
+function showImagined() {
+  const imagined = state.imagined;
+  const box = document.createElement("div");
+  box.className = "imagined";
+  const img = document.createElement("img");
+  img.src = imagined.url;
+  img.alt = `Your variant of ${imagined.title}`;
+  const text = document.createElement("span");
+  text.textContent = `Real products like your variant of “${imagined.title}”: “${imagined.instruction}”`;
+  box.append(img, text);
+  showNotice("");
+  els.notice.replaceChildren(box);
+  const back = document.createElement("button");
+  back.type = "button";
+  back.className = "link-button";
+  back.textContent = "Back to search";
+  back.addEventListener("click", () => {
+    state.imagined = null;
+    run();
+  });
+  els.notice.append(back);
+}
+
+function setUpVariants() {
+  if (!state.capabilities.generate) return;
+  const most = Math.max(1, state.capabilities.max_variants || 1);
+  els.variantsN.replaceChildren(...Array.from({ length: Math.min(most, 4) }, (_, i) => new Option(String(i + 1))));
+  const backends = state.capabilities.generate_backends || [];
+  els.variantsBackend.replaceChildren(...backends.map((name) => new Option(name)));
+  els.variantsBackendLabel.hidden = backends.length < 2;
+  els.variantsForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    generateVariants();
+  });
+  els.variantsSearch.addEventListener("click", searchImagined);
+  els.variantsClose.addEventListener("click", () => els.dialog.close());
 }
 
 function showNotice(text, actionLabel = null, action = null) {
@@ -463,6 +592,7 @@ function saveToAddress(push) {
 
 function loadFromAddress() {
   const params = new URLSearchParams(location.search);
+  state.imagined = null;
   state.q = params.get("q") || "";
   state.offset = Math.max(0, Number.parseInt(params.get("offset") || "0", 10) || 0);
   state.filters = {};
@@ -491,6 +621,7 @@ function wire() {
     state.q = els.q.value.trim();
     state.offset = 0;
     state.similar = null;
+    state.imagined = null;
     searchSoon();
   });
   els.pick.addEventListener("click", () => els.file.click());
@@ -597,6 +728,7 @@ async function start() {
     els.rerankSwitch.hidden = false;
     els.rerankModel.textContent = state.capabilities.rerank_model || "the re-ranker";
   }
+  setUpVariants();
   loadFromAddress();
   document.body.dataset.ready = "true";
   run();

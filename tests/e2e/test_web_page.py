@@ -16,16 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from api.app import create_app
-from tests.e2e.web_shop import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DEMO,
-    Watch,
-    enrich,
-    index_demo_subset,
-    open_page,
-    screenshot,
-)
+from tests.demo_shop import DEMO, enrich, index_demo_subset
+from tests.e2e.web_shop import CHROMIUM, CHROMIUM_ARGS, Watch, open_page, screenshot
 from tests.unit.api.http_helpers import running, wait_ready
 from tests.unit.rerank.chat_server import FakeChatServer
 from tests.unit.rerank.describe_server import MARKER, DescribingServer
@@ -346,3 +338,38 @@ def test_generated_descriptions_are_marked(page: tuple[Page, Watch], base_url: s
     expect(generated.locator(".badge")).to_have_text("AI")
     assert "fake-vlm" in (generated.get_attribute("title") or "")
     expect(tab.locator("#grid .card").nth(1).locator(".generated")).to_be_hidden()
+
+
+def test_variants_panel_and_imagine(page: tuple[Page, Watch], base_url: str) -> None:
+    tab, watch = page
+    start(tab, base_url, "?q=dress")
+    shown = wait_for_results(tab)
+    source = shown[0]
+    tab.locator("#grid .card").first.get_by_role("button", name=re.compile("^Variants of")).click()
+    dialog = tab.locator("#variants-dialog")
+    expect(dialog).to_be_visible()
+    expect(tab.locator("#variants-instruction")).to_be_focused()
+    tab.locator("#variants-instruction").fill("on a beach")  # not a colour change: recolor says so
+    dialog.get_by_role("button", name="Generate").click()
+    expect(tab.locator("#variants-status")).to_contain_text("colour")
+    refused = [error for error in watch.errors if "status of 422" in error]
+    assert len(refused) == 1  # the browser logs the refused request; that one is expected
+    watch.errors.remove(refused[0])
+    tab.locator("#variants-instruction").fill("the same in red")
+    dialog.get_by_role("button", name="Generate").click()
+    expect(tab.locator("#variants-status")).to_contain_text("by recolor")
+    images = tab.locator("#variants-images img")
+    expect(images).to_have_count(1)
+    width = images.first.evaluate("img => img.decode().then(() => img.naturalWidth)")
+    assert width > 0
+    expect(tab.locator("#variants-prompt")).to_contain_text("red")
+    screenshot(tab, "variants")
+    dialog.get_by_role("button", name="Find real products like it").click()
+    expect(dialog).to_be_hidden()
+    expect(tab.locator("#notice")).to_contain_text(f"Real products like your variant of “{source['title']}”")
+    found = wait_for_results(tab)
+    assert source["id"] not in {card["id"] for card in found}
+    assert sum(card["category"] == "Dress" for card in found[:5]) >= 3
+    screenshot(tab, "imagine")
+    tab.get_by_role("button", name="Back to search").click()
+    expect(tab.locator("#notice")).to_be_hidden()

@@ -1,12 +1,11 @@
-"""What the browser tests run against: part of the demo catalog indexed with the demo model and vocabulary
-(thumbnails included), served by the real app under uvicorn, and Debian's chromium driven by playwright.
+"""What the browser tests run against: Debian's chromium driven by playwright, watched for console errors and
+requests that leave the API (the app runs on part of the demo catalog, `tests.demo_shop`).
 
 Screenshots go to ``artifacts/screenshots/`` (``VITRINE_TEST_ARTIFACTS`` overrides the folder).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,65 +15,12 @@ from typing import Any
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
-from api.enrich import ProductImages, enrich_catalog
-from common.settings import EmbedSettings, Settings, load_settings
-from embed import build_encoder
-from indexer.pipeline import index_catalog
-from rerank import build_describer
-from store.factory import open_store
+from tests.demo_shop import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "data" / "demo"
-PRODUCTS = 600
-"""Demo products indexed: enough for calibration (no-good-match), facets and a few pages of results."""
 CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(os.environ.get("VITRINE_TEST_ARTIFACTS", ROOT / "artifacts")) / "screenshots"
-
-
-def demo_subset(folder: Path, count: int = PRODUCTS) -> Path:
-    """The first ``count`` demo products as a catalog in ``folder``, pointing at the demo's own images."""
-    lines = (DEMO / "catalog.jsonl").read_text(encoding="utf-8").splitlines()[:count]
-    rows = [json.loads(line) for line in lines]
-    for row in rows:
-        row["image"] = str(DEMO / row["image"])
-    catalog = folder / "catalog.jsonl"
-    catalog.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return catalog
-
-
-def index_demo_subset(folder: Path, *, rerank: dict[str, Any] | None = None) -> Settings:
-    """Index `demo_subset` into ``folder/home`` as ``make demo`` does (demo model, demo vocabulary); the
-    settings returned also hold ``rerank`` (the re-ranker group) when given."""
-    settings = load_settings(home=folder / "home", indexer={"workers": 0, "image_roots": [str(DEMO / "images")]},
-                             tags={"vocabulary": DEMO / "vocabulary.toml"}, rerank=rerank or {})
-    encoder = build_encoder(EmbedSettings(), "demo")
-    store = open_store(settings)
-    try:
-        summary = index_catalog(demo_subset(folder), settings=settings, encoder=encoder, store=store,
-                                progress=False)
-    finally:
-        store.close()
-    assert summary.indexed == PRODUCTS, summary
-    return settings
-
-
-def enrich(settings: Settings, product_ids: list[str]) -> None:
-    """Run the enrichment job (`api.enrich`) on these products with the re-ranker's model of ``settings``."""
-    describer = build_describer(settings.rerank)
-    assert describer is not None
-    store = open_store(settings)
-    encoder = build_encoder(EmbedSettings(), "demo")
-    encoder.load()
-    images = ProductImages(settings)
-    try:
-        summary = enrich_catalog(store, settings.store.collection, describer=describer, encoder=encoder,
-                                 images=images, min_chars=10_000, product_ids=product_ids, progress=False)
-    finally:
-        images.close()
-        store.close()
-    assert summary.enriched == len(product_ids), summary
 
 
 @dataclass
