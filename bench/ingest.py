@@ -114,9 +114,11 @@ def model_only(encoder: Encoder, pixels: NDArray[np.float32], texts: list[str]) 
     return images_s, time.perf_counter() - start
 
 
-def indexer_run(catalog: Path, encoder: Encoder, home: Path, *, workers: int, batch: int) -> IndexSummary:
-    """One indexing job into a fresh embedded store under ``home``."""
-    settings = load_settings(home=home, indexer={"workers": workers, "batch_size": batch})
+def indexer_run(catalog: Path, encoder: Encoder, home: Path, *, workers: int, batch: int,
+                thumbnails: bool) -> IndexSummary:
+    """One indexing job into a fresh embedded store under ``home`` (making thumbnails and previews or not)."""
+    settings = load_settings(home=home, indexer={"workers": workers, "batch_size": batch},
+                             images={"thumbnails": thumbnails})
     store = open_store(settings)
     try:
         return index_catalog(catalog, settings=settings, encoder=encoder, store=store, progress=False)
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="indexer batch size (default: settings)")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repetitions, best kept")
     parser.add_argument("--images-dir", type=Path, default=None, help="keep the generated images here")
+    parser.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=True,
+                        help="make thumbnails and previews as vitrine index does by default (default %(default)s)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -164,14 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         encoder.embed_pixels(pixels[: settings.embed.batch_size])  # warm-up
         print(f"model: {encoder.name}, dim {encoder.dim}, input {encoder.image_size} px, "
               f"{settings.embed.device}/{settings.embed.dtype}, embed batch {settings.embed.batch_size}, "
-              f"torch threads {torch.get_num_threads()}; indexer: {workers} worker(s), batch {batch}")
+              f"torch threads {torch.get_num_threads()}; indexer: {workers} worker(s), batch {batch}, "
+              f"thumbnails {'on' if args.thumbnails else 'off'}")
 
         n = len(rows)
         trials: list[Trial] = []
         images_s, texts_s = model_only(encoder, pixels, texts)
         for attempt in range(args.repeat):
             home = Path(tmp) / f"home{attempt}"
-            summary = indexer_run(catalog, encoder, home, workers=workers, batch=batch)
+            summary = indexer_run(catalog, encoder, home, workers=workers, batch=batch, thumbnails=args.thumbnails)
             if summary.indexed != n:
                 print(f"indexer indexed {summary.indexed} of {n} products: {summary.as_dict()}")
                 return 1

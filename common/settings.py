@@ -157,7 +157,7 @@ class TagSettings(_Group):
 class ImageSettings(_Group):
     """Thumbnails and previews of product images: made at ingestion, served at /images/ (common/thumbnails.py)."""
 
-    thumbnails: bool = Field(True, description="Make a thumbnail and a preview (WebP) of each product image at "
+    thumbnails: bool = Field(True, description="Make a thumbnail (WebP) and a preview (JPEG) of each product image at "
                              "ingestion, and give their URLs in search results.")
     dir: Path | None = Field(None, description="Folder of the thumbnails and previews; unset: VITRINE_HOME/images. "
                              "The indexer writes it and the API reads it: share it between their hosts.")
@@ -165,7 +165,8 @@ class ImageSettings(_Group):
                           "kept at their size).")
     preview_px: int = Field(1024, ge=64, le=4096, description="Long side of previews, pixels (smaller images are "
                             "kept at their size).")
-    quality: int = Field(82, ge=1, le=100, description="WebP quality of thumbnails and previews, 1-100.")
+    quality: int = Field(82, ge=1, le=100, description="Encoding quality of thumbnails (WebP) and previews (JPEG), "
+                         "1-100.")
     max_age_s: int = Field(31_536_000, ge=0, description="Cache-Control max-age of served thumbnails and "
                            "previews, seconds (their URLs name their content, so they never change).")
 

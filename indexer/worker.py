@@ -105,18 +105,18 @@ class _Context:
         self.fetcher = ImageFetcher(config.fetch)
         self.thumbnail_failures = 0
 
-    def _draft_size(self, thumbnails: bool) -> int | None:
-        """The JPEG draft size: the model's, or at least the preview's when thumbnails are made too."""
-        draft = self.config.draft_size
-        if thumbnails and draft is not None and self.config.thumbnails is not None:
-            return max(draft, self.config.thumbnails.preview_px)
-        return draft
+    def _draft_size(self, data: bytes, thumbnails: bool) -> int | None:
+        """The JPEG draft size: the model's, or what the thumbnails need when they are made too."""
+        if thumbnails and self.config.thumbnails is not None:
+            return self.config.thumbnails.draft_size(data, self.config.draft_size)
+        return self.config.draft_size
 
-    def _thumbnail(self, task: ImageTask, digest: str, image: Image.Image) -> str | None:
-        """Write the thumbnail and preview of ``image``; the reason when that fails (logged, not raised)."""
+    def _thumbnail(self, task: ImageTask, digest: str, image: Image.Image, data: bytes) -> str | None:
+        """Write the thumbnail and preview of ``image`` (decoded from ``data``); the reason when that fails
+        (logged, not raised)."""
         assert self.config.thumbnails is not None
         try:
-            self.config.thumbnails.write(digest, image)
+            self.config.thumbnails.write(digest, image, original=data)
         except Exception as e:  # disk full, permissions...: the product is indexed all the same
             return self._thumbnail_failed(task, f"{type(e).__name__}: {e}")
         return None
@@ -142,14 +142,14 @@ class _Context:
             return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start)
         try:
             image = decode_image(data, max_pixels=self.config.max_pixels, source=task.ref,
-                                 draft_size=self._draft_size(thumbnails))
+                                 draft_size=self._draft_size(data, thumbnails))
         except VitrineError as e:
             if unchanged:  # decoded for its thumbnails only: its stored vector still holds
                 return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start,
                                    thumbnail_error=self._thumbnail_failed(task, str(e)))
             return ImageResult(task.key, hash=digest, error=str(e))
         if unchanged:
-            failure = self._thumbnail(task, digest, image)
+            failure = self._thumbnail(task, digest, image, data)
             return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start,
                                thumbnailed=failure is None, thumbnail_error=failure)
         try:
@@ -160,7 +160,7 @@ class _Context:
             logger.debug("preprocessing %s failed", task.ref, exc_info=True)
             return ImageResult(task.key, hash=digest, error=f"{task.ref}: cannot preprocess the image "
                                                              f"({type(e).__name__}: {e})")
-        failure = self._thumbnail(task, digest, image) if thumbnails else None  # after a possible rejection
+        failure = self._thumbnail(task, digest, image, data) if thumbnails else None  # after a possible rejection
         return ImageResult(task.key, hash=digest, pixels=np.asarray(pixels, dtype=np.float32),
                            seconds=time.perf_counter() - start, thumbnailed=thumbnails and failure is None,
                            thumbnail_error=failure)

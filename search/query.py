@@ -279,7 +279,7 @@ class ProductView(BaseModel):
                                   "(``GET /images/{key}/thumb.webp``); unset when there is none. A catalog field of "
                                   "the same name (or ``preview``) is shown only when it is text and Vitrine made "
                                   "no such file.")
-    preview: str | None = Field(None, description="URL path of a larger WebP of the product's image (long side "
+    preview: str | None = Field(None, description="URL path of a larger JPEG of the product's image (long side "
                                 "settings images.preview_px), like ``thumbnail``; unset when there is none.")
 
 

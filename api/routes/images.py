@@ -1,10 +1,11 @@
 """Thumbnails and previews of product images (`common.thumbnails`), at the URLs search results give.
 
-``GET /images/{key}/{size}.webp`` serves a file of the thumbnail folder (settings ``images.dir``). The key is
-the hash of the image's content, so a URL always names the same picture: responses may be cached for good
-(``Cache-Control: public, max-age=<images.max_age_s>, immutable``), carry an ``ETag``, and a request whose
-``If-None-Match`` holds that ETag gets ``304 Not Modified``. The route reads nothing but the settings and the
-folder: it answers while the search service is still loading, or when it failed to load.
+``GET /images/{key}/thumb.webp`` and ``/images/{key}/preview.jpg`` serve a file of the thumbnail folder
+(settings ``images.dir``). The key is the hash of the image's content, so a URL always names the same picture:
+responses may be cached for good (``Cache-Control: public, max-age=<images.max_age_s>, immutable``), carry an
+``ETag``, and a request whose ``If-None-Match`` holds that ETag gets ``304 Not Modified``. The route reads
+nothing but the settings and the folder: it answers while the search service is still loading, or when it
+failed to load.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import FileResponse
 from api.deps import SettingsDep
 from api.errors import error_responses
 from common.errors import NotFound
-from common.thumbnails import MEDIA_TYPE, SIZES, ThumbnailStore, check_size
+from common.thumbnails import EXTENSIONS, MEDIA_TYPES, ThumbnailStore, file_size
 
 router = APIRouter(tags=["images"], responses=error_responses(404, 422))
 
@@ -32,28 +33,30 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 @router.get(
-    "/images/{key}/{size}.webp",
+    "/images/{key}/{file}",
     summary="A product image's thumbnail or preview",
     response_class=FileResponse,
-    responses={200: {"content": {MEDIA_TYPE: {}}, "description": "The WebP file"},
+    responses={200: {"content": {media_type: {} for media_type in MEDIA_TYPES.values()},
+                     "description": "The thumbnail (WebP) or preview (JPEG)"},
                304: {"description": "Not modified: the ETag in If-None-Match is the file's"}},
 )
 def image(
     key: Annotated[str, Path(description="The image's hash (64 hexadecimal characters), as in a result's URL.")],
-    size: Annotated[str, Path(description=f"One of {', '.join(SIZES)}.")],
+    file: Annotated[str, Path(description=f"One of {', '.join(f'{s}.{e}' for s, e in EXTENSIONS.items())}.")],
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header(description="ETags the client holds.")] = None,
 ) -> Response:
-    """The WebP file, cacheable for ``images.max_age_s`` seconds; 304 when ``If-None-Match`` names its ETag;
-    422 for a malformed key or an unknown size; 404 when there is no such file."""
-    path = ThumbnailStore.from_settings(settings).path(key, check_size(size))  # InvalidInput: 422
+    """The file, cacheable for ``images.max_age_s`` seconds; 304 when ``If-None-Match`` names its ETag; 422 for a
+    malformed key or an unknown file name; 404 when there is no such file."""
+    size = file_size(file)  # InvalidInput: 422
+    path = ThumbnailStore.from_settings(settings).path(key, size)
     try:
         stat = path.stat()
     except OSError as e:
         raise NotFound(f"no {size} image with key {key!r}; thumbnails and previews are made by `vitrine index`"
                        ) from e
     headers = {"Cache-Control": f"public, max-age={settings.images.max_age_s}, immutable"}
-    response = FileResponse(path, media_type=MEDIA_TYPE, stat_result=stat, headers=headers)
+    response = FileResponse(path, media_type=MEDIA_TYPES[size], stat_result=stat, headers=headers)
     etag = response.headers["etag"]
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={**headers, "ETag": etag,

@@ -105,7 +105,8 @@ def test_a_thumbnail_is_served_as_webp_with_cache_headers_and_304(client: httpx.
     assert etag.startswith('"') and response.headers["last-modified"]
     picture = Image.open(io.BytesIO(response.content))
     assert picture.format == "WEBP" and picture.size == (320, 320)  # the 500-pixel original, scaled down
-    preview = client.get(path.replace("/thumb.webp", "/preview.webp"))
+    preview = client.get(path.replace("/thumb.webp", "/preview.jpg"))
+    assert preview.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(preview.content)).size == (500, 500)  # not upscaled to 1024
 
     for held in (etag, f"W/{etag}", f'"something-else", {etag}', "*"):
@@ -131,7 +132,7 @@ def test_a_bad_key_or_size_is_refused(client: httpx.Client, path: str) -> None:
     if response.status_code == 422:
         body = response.json()["error"]
         assert body["type"] == "InvalidInput"
-        assert "image key" in body["message"] or "image size" in body["message"]
+        assert "image key" in body["message"] or "image file" in body["message"]
 
 
 def test_a_bad_key_names_it(client: httpx.Client) -> None:
@@ -139,7 +140,8 @@ def test_a_bad_key_names_it(client: httpx.Client) -> None:
     assert body == {"type": "InvalidInput", "message": "image key 'not-a-hash' is not an image hash; expected 64 "
                     "lowercase hexadecimal characters"}
     size = client.get(f"/images/{'a' * 64}/huge.webp").json()["error"]
-    assert "image size 'huge'" in size["message"]
+    assert size["message"] == "image file 'huge.webp' is not known; expected one of ['thumb.webp', 'preview.jpg']"
+    assert client.get(f"/images/{'a' * 64}/preview.webp").status_code == 422
 
 
 def test_a_missing_key_is_404(client: httpx.Client) -> None:
@@ -163,7 +165,7 @@ def test_images_are_served_before_the_search_service_is_ready(shop: Shop) -> Non
         try:
             assert http.get("/ready").status_code == 503
             response = http.get(url(key, "preview"))
-            assert response.status_code == 200 and response.headers["content-type"] == "image/webp"
+            assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
         finally:
             release.set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import threading
 from pathlib import Path
@@ -24,7 +25,7 @@ def store(root: Path, **sizes: int) -> ThumbnailStore:
 
 def read(path: Path) -> Image.Image:
     with Image.open(path) as image:
-        assert image.format == "WEBP"
+        assert image.format == ("WEBP" if path.name.endswith("-thumb.webp") else "JPEG")
         image.load()
         return image.copy()
 
@@ -48,9 +49,9 @@ def test_sizes_follow_the_long_side_and_never_upscale(tmp_path: Path, size: tupl
 def test_the_files_are_where_the_key_says(tmp_path: Path) -> None:
     thumbs = store(tmp_path)
     assert thumbs.path(KEY, "thumb") == tmp_path / KEY[:2] / f"{KEY}-thumb.webp"
-    assert thumbs.path(KEY, "preview") == tmp_path / KEY[:2] / f"{KEY}-preview.webp"
+    assert thumbs.path(KEY, "preview") == tmp_path / KEY[:2] / f"{KEY}-preview.jpg"
     assert url(KEY, "thumb") == f"/images/{KEY}/thumb.webp"
-    assert url(KEY, "preview") == f"/images/{KEY}/preview.webp"
+    assert url(KEY, "preview") == f"/images/{KEY}/preview.jpg"
     assert SIZES == ("thumb", "preview")
 
 
@@ -122,7 +123,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path: Path,
     monkeypatch.undo()
     assert {size: thumbs.path(KEY, size).read_bytes() for size in SIZES} == before
     assert not thumbs.has(OTHER)
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(f"{KEY}-{s}.webp" for s in SIZES)
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert files == sorted([f"{KEY}-thumb.webp", f"{KEY}-preview.jpg"])
 
 
 def test_readers_never_see_half_a_file_while_writers_replace_it(tmp_path: Path) -> None:
@@ -166,3 +168,51 @@ def test_from_settings_and_pickling(tmp_path: Path) -> None:
         load_settings(images={"thumb_px": 900, "preview_px": 512})
     with pytest.raises(ValueError, match="quality 0"):
         ThumbnailStore(tmp_path, quality=0)
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg(size: tuple[int, int], *, orientation: int | None = None, mode: str = "RGB") -> bytes:
+    picture = Image.new(mode, size, (200, 30, 30) if mode == "RGB" else (0, 200, 200, 10))
+    out = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    picture.save(out, format="JPEG", quality=90, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_a_small_upright_jpeg_is_its_own_preview(tmp_path: Path) -> None:
+    thumbs = store(tmp_path)
+    original = jpeg((1000, 800))
+    assert thumbs.copies_as_preview(original)
+    assert thumbs.draft_size(original, 224) == 320  # decoded at the thumbnail's size, not the preview's
+    thumbs.write(KEY, Image.open(io.BytesIO(original)), original=original)
+    assert thumbs.path(KEY, "preview").read_bytes() == original
+    assert read(thumbs.path(KEY, "thumb")).size == (320, 256)
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (jpeg((2000, 1500)), "larger than the preview"),
+    (jpeg((800, 600), orientation=6), "rotated by its EXIF"),
+    (jpeg((800, 600), mode="CMYK"), "not RGB"),
+    (png_bytes(Image.new("RGB", (800, 600), (1, 2, 3))), "not a JPEG"),
+    (b"\xff\xd8 broken", "unreadable"),
+])
+def test_other_originals_are_encoded_again(tmp_path: Path, data: bytes, why: str) -> None:
+    thumbs = store(tmp_path)
+    assert not thumbs.copies_as_preview(data), why
+    assert thumbs.draft_size(data, 224) == 1024
+    assert thumbs.draft_size(data, None) is None
+
+
+def test_an_encoded_again_preview_follows_the_settings(tmp_path: Path) -> None:
+    thumbs = store(tmp_path)
+    original = jpeg((2000, 1500))
+    thumbs.write(KEY, Image.open(io.BytesIO(original)), original=original)
+    assert thumbs.path(KEY, "preview").read_bytes() != original
+    assert read(thumbs.path(KEY, "preview")).size == (1024, 768)
