@@ -17,6 +17,7 @@ What it handles:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 
@@ -158,3 +159,11 @@ def decode_image(
         raise UnsupportedImage(f"{source}: truncated or corrupt {image.format} data "
                                f"({type(e).__name__}: {e})") from e
     return to_rgb(_upright(image, source), source)
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """A SHA-256 of an image's size, mode and pixels: a cache key for an image given without the bytes it came
+    from."""
+    digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()

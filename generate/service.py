@@ -19,7 +19,6 @@ generated images (`generate.cache`), and otherwise writes the prompt (`generate.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import secrets
@@ -36,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from common.errors import BackendNotInstalled, ConfigError, GenerationFailed, InvalidInput, VitrineError
+from common.images import pixel_digest, to_rgb
 from common.settings import Settings
 from generate.cache import GeneratedStore, key_for
 from generate.prompts import LLMPromptRewriter, build_rewriter, template_prompt
@@ -75,24 +75,11 @@ class VariantResult:
 def fit_image(image: Image.Image, long_side: int) -> Image.Image:
     """``image`` as RGB (transparent parts on white), scaled down so that its long side is at most
     ``long_side``."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        flat.alpha_composite(rgba)
-        image = flat.convert("RGB")
-    else:
-        image = image.convert("RGB")
+    image = to_rgb(image)
     if max(image.size) > long_side:
         image = image.copy()
         image.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
     return image
-
-
-def pixel_digest(image: Image.Image) -> str:
-    """A SHA-256 of an image's size, mode and pixels (for sources given without a digest of their bytes)."""
-    digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
 
 
 class Variants:

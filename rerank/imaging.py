@@ -1,14 +1,14 @@
-"""Images for the re-rankers: RGB, shrunk to a bounded short side, as JPEG data URLs, and hashed for the cache."""
+"""Images for the re-rankers: RGB, shrunk to a bounded short side, as JPEG data URLs (and, from `common.images`,
+hashed for the cache)."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 
 from PIL import Image
 
-from common.images import to_rgb
+from common.images import pixel_digest, to_rgb
 
 __all__ = ["fit_short_side", "jpeg_data_url", "pixel_digest", "to_rgb"]
 
@@ -33,11 +33,3 @@ def jpeg_data_url(image: Image.Image, max_side: int) -> str:
     buffer = io.BytesIO()
     fit_short_side(image, max_side).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def pixel_digest(image: Image.Image) -> str:
-    """A hash of the pixels, size and mode of ``image`` (a cache key for images that have no stored hash)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
