@@ -137,8 +137,7 @@ class ProductImages:
         if self._thumbnails is not None and key is not None:
             try:
                 if self._thumbnails.exists(check_key(key), "preview"):
-                    with Image.open(self._thumbnails.path(key, "preview")) as image:
-                        return image.convert("RGB")
+                    return self._thumbnails.open(key, "preview")
             except (OSError, VitrineError) as e:  # a damaged preview: read the original instead
                 logger.debug("preview of %s unreadable (%s); reading its image", payload.get("id"), e)
         refs = _image_refs(payload)

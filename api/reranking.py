@@ -175,20 +175,21 @@ class Reranking:
         return self._page(head, ordered, request=request, service=service, top_n=top_n, info=info, reranked=True)
 
     def _score(self, query: RerankQuery, hits: Sequence[SearchHit], deadline: float) -> list[float]:
-        candidates = [Candidate(product_id=hit.id, text=product_text(hit.product), image=self._preview(hit.product),
-                                image_key=key_of_url(hit.product.preview)) for hit in hits]
+        candidates = []
+        for hit in hits:
+            key = key_of_url(hit.product.preview)
+            candidates.append(Candidate(product_id=hit.id, text=product_text(hit.product),
+                                        image=self._preview(hit.id, key), image_key=key))
         assert self._reranker is not None
         return self._reranker.score(query, candidates, deadline=deadline)
 
-    def _preview(self, product: ProductView) -> Image.Image | None:
-        key = key_of_url(product.preview)
+    def _preview(self, product_id: str, key: str | None) -> Image.Image | None:
         if key is None or self._thumbnails is None:
             return None
         try:
-            with Image.open(self._thumbnails.path(key, "preview")) as image:
-                return image.convert("RGB")
+            return self._thumbnails.open(key, "preview")
         except OSError as e:
-            logger.warning("cannot read the preview of product %r: %s", product.id, e)
+            logger.warning("cannot read the preview of product %r: %s", product_id, e)
             return None
 
     @staticmethod

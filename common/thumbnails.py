@@ -193,6 +193,16 @@ class ThumbnailStore:
         except OSError:
             return False
 
+    def open(self, key: str, size: Size) -> Image.Image:
+        """``key``'s image of ``size``, decoded (RGB), for the re-rankers, generation and enrichment.
+
+        Raises:
+            InvalidInput: a bad key or size.
+            OSError: the file is missing or unreadable.
+        """
+        with Image.open(self.path(key, size)) as image:
+            return image.convert("RGB")
+
     def has(self, key: str) -> bool:
         """Whether every size of ``key``'s image is there.
 

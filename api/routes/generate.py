@@ -132,8 +132,7 @@ def product_source(service: SearchService, settings: Settings, product_id: str) 
     if key is None:
         raise InvalidInput(f"product {product_id!r} has no image preview to vary; products get one when "
                            "`vitrine index` reads their image (images.thumbnails on)")
-    with Image.open(ThumbnailStore.from_settings(settings).path(key, "preview")) as image:
-        return image.convert("RGB"), key, product
+    return ThumbnailStore.from_settings(settings).open(key, "preview"), key, product
 
 
 def _upload(file: UploadFile, settings: Settings) -> tuple[Image.Image, str]:
