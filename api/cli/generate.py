@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from api.cli.options import cell
+from api.cli.options import cell, read_image_file
 from api.routes.generate import imagine_search, product_source
 from api.wiring import open_search
 from common.errors import InvalidInput
@@ -50,12 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _read_image(path: Path, settings: Settings) -> tuple[Image.Image, str]:
-    if not path.is_file():
-        raise InvalidInput(f"--image {str(path)!r} is not a file; expected an image file (JPEG, PNG, WebP, ...)")
-    data = path.read_bytes()[: settings.indexer.max_image_bytes + 1]
-    if len(data) > settings.indexer.max_image_bytes:
-        raise InvalidInput(f"--image {str(path)!r} is over {settings.indexer.max_image_bytes} bytes (setting "
-                           "indexer.max_image_bytes)")
+    data = read_image_file(path, settings)
     image = decode_image(data, max_pixels=settings.indexer.max_image_pixels, source=str(path))
     return image, hashlib.sha256(data).hexdigest()
 

@@ -1,11 +1,13 @@
-"""Command-line pieces the query commands share: the filter options, and table cells."""
+"""Command-line pieces the query commands share: the filter options, table cells, and reading --image files."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidInput
+from common.errors import ImageTooLarge, InvalidInput
+from common.settings import Settings
 from search.filters import parse_filter_option
 
 FILTER_FIELDS = ("category", "brand", "min_price", "max_price", "in_stock")
@@ -42,3 +44,21 @@ def cell(value: Any, width: int) -> str:
     """``value`` as text cut to ``width`` characters (an ellipsis marks the cut); None as empty."""
     text = "" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def read_image_file(path: Path, settings: Settings, *, option: str = "--image") -> bytes:
+    """The bytes of an image file given on the command line, read up to the limit of settings
+    indexer.max_image_bytes.
+
+    Raises:
+        InvalidInput: not a file.
+        ImageTooLarge: over the limit.
+    """
+    if not path.is_file():
+        raise InvalidInput(f"{option} {str(path)!r} is not a file; expected an image file (JPEG, PNG, WebP, ...)")
+    limit = settings.indexer.max_image_bytes
+    with path.open("rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge(f"{option} {str(path)!r} is over {limit} bytes (setting indexer.max_image_bytes)")
+    return data

@@ -9,9 +9,9 @@ from typing import Any
 
 from PIL import Image
 
-from api.cli.options import add_filter_options, cell, filter_fields
+from api.cli.options import add_filter_options, cell, filter_fields, read_image_file
 from api.wiring import open_search
-from common.errors import ImageTooLarge, InvalidInput
+from common.errors import InvalidInput
 from common.images import decode_image
 from common.product import GENERATED_FIELD
 from common.settings import Settings
@@ -79,15 +79,8 @@ def _fields(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 
 def _read_image(path: Path, settings: Settings) -> Image.Image:
-    if not path.is_file():
-        raise InvalidInput(f"--image {str(path)!r} is not a file; expected an image file (JPEG, PNG, "
-                           "WebP, ...)")
-    limit = settings.indexer.max_image_bytes
-    with path.open("rb") as stream:
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise ImageTooLarge(f"--image {str(path)!r} is over {limit} bytes (setting indexer.max_image_bytes)")
-    return decode_image(data, max_pixels=settings.indexer.max_image_pixels, source=str(path))
+    return decode_image(read_image_file(path, settings), max_pixels=settings.indexer.max_image_pixels,
+                        source=str(path))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.routes.generate import VariantsDep
+from api.routes.images import etag_matches
 from common.errors import NotFound
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -100,7 +101,7 @@ async def static_file(name: str, request: Request, assets: AssetsDep) -> Respons
     etag = f'"{asset.etag}"'
     headers = {"Cache-Control": f"public, max-age={STATIC_MAX_AGE_S}, immutable", "ETag": etag,
                "X-Content-Type-Options": "nosniff"}
-    if etag in request.headers.get("if-none-match", ""):
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(asset.body, media_type=asset.media_type, headers=headers)
 
