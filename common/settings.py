@@ -13,9 +13,19 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -290,6 +300,37 @@ class ApiSettings(_Group):
     host: str = Field("127.0.0.1", description="Address `vitrine serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `vitrine serve` listens on.")
     max_upload_bytes: int = Field(10_000_000, ge=1024, description="Largest uploaded image, bytes.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="Largest request body of "
+                                "the JSON endpoints, bytes (uploads have max_upload_bytes).")
+    max_json_depth: int = Field(32, ge=2, le=1000, description="Deepest nesting of arrays and objects a JSON "
+                                "request body may have.")
+
+
+def _split_list(value: Any) -> Any:
+    """A comma-separated string (as an environment variable gives it) as a list of its non-empty parts."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class AuthSettings(_Group):
+    """Who may call what: API keys and the browser origins allowed to call the API (CORS)."""
+
+    api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)] = Field(
+        [], description="API keys, comma-separated (VITRINE_AUTH__API_KEYS). Requests that "
+        "change data or cost money (generation, imagine, re-ranking) need one in the X-API-Key header once any "
+        "key is set; with none set, auth is off.")
+    api_keys_file: Path | None = Field(None, description="A file with more API keys, one per line ('#' starts "
+                                       "a comment).")
+    public_search: bool = Field(True, description="Whether read-only endpoints (search, products, facets, "
+                                "images, the page) answer without a key when keys are set.")
+    public_rerank: bool = Field(False, description="Whether searches with rerank=true answer without a key "
+                                "when keys are set (a VLM costs GPU time or API money per request).")
+    public_metrics: bool = Field(True, description="Whether GET /metrics answers without a key when keys are "
+                                 "set (scrapers usually reach it on a private network).")
+    cors_origins: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        [], description="Browser origins allowed to call the API from another site, "
+        "comma-separated (https://shop.example); empty: same origin only.")
 
 
 class Settings(BaseSettings):
@@ -304,12 +345,15 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".vitrine"), description="Folder of the embedded index and job state.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    log_format: Literal["text", "json"] = Field("text", description="Log records as text lines or as one JSON "
+                                                "object per line (with the request id, for log collectors).")
     embed: EmbedSettings = EmbedSettings()
     store: StoreSettings = StoreSettings()
     indexer: IndexerSettings = IndexerSettings()
     fetch: FetchSettings = FetchSettings()
     search: SearchSettings = SearchSettings()
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
     tags: TagSettings = TagSettings()
     rerank: RerankSettings = RerankSettings()
     images: ImageSettings = ImageSettings()
