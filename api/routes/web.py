@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from api.auth import KeyRingDep, keyed_features
 from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.routes.generate import VariantsDep
@@ -120,12 +121,15 @@ class Capabilities(BaseModel):
     generate_backends: list[str] = Field(default_factory=list, description="Generation backends that can be "
                                          "used, the default first.")
     max_variants: int = Field(1, description="Most images one generation request may ask for.")
+    keyed: list[str] = Field(default_factory=list, description="Features that need an API key in the "
+                             "X-API-Key header on this server (generate, rerank); a client without one should "
+                             "not offer them.")
 
 
 @router.get("/capabilities", summary="What this server offers (facets, limits, optional features)",
             responses=error_responses(503))
 def capabilities(service: SearchServiceDep, reranking: RerankingDep, variants: VariantsDep,
-                 settings: SettingsDep) -> Capabilities:
+                 settings: SettingsDep, keyring: KeyRingDep) -> Capabilities:
     """The facet fields, limits and optional features of this server."""
     tags = [f"tags.{attribute}" for attribute in service.tag_attributes]
     usable = [name for name, why_not in variants.backends().items() if why_not is None]
@@ -134,4 +138,4 @@ def capabilities(service: SearchServiceDep, reranking: RerankingDep, variants: V
                         max_upload_bytes=settings.api.max_upload_bytes, rerank=reranking.available,
                         rerank_model=reranking.model, generate=default in usable,
                         generate_backends=sorted(usable, key=lambda name: name != default),
-                        max_variants=settings.generate.max_n)
+                        max_variants=settings.generate.max_n, keyed=keyed_features(keyring, settings.auth))

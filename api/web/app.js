@@ -724,6 +724,8 @@ async function start() {
   } catch {
     // keep the defaults: category and brand facets
   }
+  // The page sends no API key: features that need one on this server are not offered.
+  for (const feature of state.capabilities.keyed || []) state.capabilities[feature] = false;
   if (state.capabilities.rerank) {
     els.rerankSwitch.hidden = false;
     els.rerankModel.textContent = state.capabilities.rerank_model || "the re-ranker";

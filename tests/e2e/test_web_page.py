@@ -373,3 +373,22 @@ def test_variants_panel_and_imagine(page: tuple[Page, Watch], base_url: str) -> 
     screenshot(tab, "imagine")
     tab.get_by_role("button", name="Back to search").click()
     expect(tab.locator("#notice")).to_be_hidden()
+
+
+def test_keyed_features_are_not_offered(browser: Browser, chat: FakeChatServer,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With API keys set, the page (which has no key) shows neither the Variants buttons nor the re-rank switch,
+    even when the address asks for rerank=true, and still searches."""
+    settings = index_demo_subset(tmp_path_factory.mktemp("keyed"), count=30, auth={"api_keys": ["page-test-key"]},
+                                 rerank={"backend": "openai", "model": "fake-vlm", "base_url": chat.url})
+    with running(create_app(settings)) as url, open_page(browser, url) as (tab, watch):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            wait_ready(client)
+            assert client.get("/capabilities").json()["rerank"] is True  # there is a re-ranker, but it is keyed
+        tab.set_default_timeout(TIMEOUT_MS)
+        start(tab, url, "?q=dress&rerank=true")
+        wait_for_results(tab)
+        expect(tab.locator("#rerank-switch")).to_be_hidden()
+        expect(tab.get_by_role("button", name=re.compile("^Variants of"))).to_have_count(0)
+        assert watch.searches() and not any("rerank=true" in search for search in watch.searches())
+        assert watch.errors == [] and watch.outside() == []

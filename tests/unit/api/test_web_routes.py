@@ -63,7 +63,7 @@ def test_capabilities(client: httpx.Client) -> None:
     body = client.get("/capabilities").json()
     assert body == {"facets": ["category", "brand"], "max_limit": 20, "max_upload_bytes": 10_000_000,
                     "rerank": False, "rerank_model": None, "generate": True, "generate_backends": ["recolor"],
-                    "max_variants": 4}
+                    "max_variants": 4, "keyed": []}
 
 
 def test_assets_hash_what_they_serve(tmp_path: Path) -> None:
