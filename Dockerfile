@@ -41,7 +41,7 @@ RUN pip install -c constraints.txt '.[gpu,generate]' \
 FROM ${PYTHON_IMAGE} AS runtime-base
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     VITRINE_HOME=/var/lib/vitrine VITRINE_API__HOST=0.0.0.0 VITRINE_API__PORT=8000 \
-    HF_HOME=/models/huggingface VITRINE_DEMO_MODEL=/app/data/demo_model
+    HF_HOME=/models/huggingface VITRINE_DEMO_MODEL=/app/data/demo_model VITRINE_LOG_FORMAT=json
 RUN useradd --create-home --uid 10001 vitrine \
  && mkdir -p /var/lib/vitrine /models /app \
  && chown -R vitrine:vitrine /var/lib/vitrine /models

@@ -15,6 +15,7 @@ keeps running in the background after a missed budget, so its scores land in its
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from PIL import Image
 
 from common.errors import RerankTimeout
+from common.metrics import RERANK_FAILURES, RERANK_SECONDS
 from common.settings import RerankSettings, Settings
 from common.thumbnails import ThumbnailStore, key_of_url
 from rerank import Candidate, Reranker, RerankQuery, build_reranker
@@ -155,17 +157,22 @@ class Reranking:
                               info=info.model_copy(update={"reason": "nothing to re-rank"}), reranked=False)
         start = time.monotonic()
         query = RerankQuery(text=words, image=request.image)
-        future = self._pool.submit(self._score, query, head.results, start + budget)  # type: ignore[union-attr]
-        reason = None
+        # in a copy of this context: the worker's log lines carry the request id
+        future = self._pool.submit(  # type: ignore[union-attr]
+            contextvars.copy_context().run, self._score, query, head.results, start + budget)
+        reason = failure = None
         try:
             scores = future.result(timeout=budget)
         except FutureTimeout:
-            reason = f"the re-ranker did not answer within the budget of {budget:g} s"
+            reason, failure = f"the re-ranker did not answer within the budget of {budget:g} s", "timeout"
         except RerankTimeout as e:
-            reason = f"the re-ranker ran out of its budget of {budget:g} s: {e}"
+            reason, failure = f"the re-ranker ran out of its budget of {budget:g} s: {e}", "budget"
         except Exception as e:  # any failure of the model or the API: first-stage results, never a 5xx
             logger.warning("re-ranking failed: %s", e)
-            reason = f"the re-ranker failed: {e}"
+            reason, failure = f"the re-ranker failed: {e}", "error"
+        RERANK_SECONDS.observe(time.monotonic() - start)
+        if failure is not None:
+            RERANK_FAILURES.labels(failure).inc()
         took_ms = round((time.monotonic() - start) * 1000.0, 3)
         info = info.model_copy(update={"took_ms": took_ms, "reason": reason})
         if reason is not None:

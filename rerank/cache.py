@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.errors import RerankFailed
+from common.metrics import cache_lookup
 from rerank.imaging import pixel_digest
 from rerank.protocol import Candidate, Reranker, RerankQuery, check_candidates
 
@@ -57,6 +58,7 @@ class ScoreCache:
         """The score under ``key`` (now the most recently used), or ``None``."""
         with self._lock:
             value = self._items.get(key)
+            cache_lookup("rerank_score", hit=value is not None)
             if value is None:
                 self.misses += 1
                 return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from common.errors import InvalidQuery
+from common.metrics import ENCODE_BATCH_SIZE, ENCODE_QUEUE_WAIT, ENCODE_SECONDS, cache_lookup
 from embed.protocol import Encoder
 
 _EPS = 1e-6
@@ -106,15 +108,27 @@ class QueryEncoder:
             return CacheStats(self._capacity, len(self._cache), self._hits, self._misses)
 
     def _cached(self, key: tuple[str, str], embed: Callable[[], NDArray[np.float32]]) -> NDArray[np.float32]:
-        """The cached vector of ``key``, or ``embed()`` made a unit vector and kept (most recent last)."""
+        """The cached vector of ``key``, or ``embed()`` made a unit vector and kept (most recent last).
+
+        Records the lookup, and for a miss the wait before the encoder call (this lock: nothing else queues
+        query encoding), the batch size (1) and the encoder call's time (`common.metrics`).
+        """
+        asked = time.perf_counter()
         with self._lock:
+            waited = time.perf_counter() - asked
             vector = self._cache.get(key)
             if vector is not None:
                 self._cache.move_to_end(key)
                 self._hits += 1
+                cache_lookup("query_embedding", hit=True)
                 return vector
             self._misses += 1
-        vector = _unit(embed())  # outside the lock: the model may take a while
+        cache_lookup("query_embedding", hit=False)
+        ENCODE_QUEUE_WAIT.observe(waited)
+        ENCODE_BATCH_SIZE.labels(key[0]).observe(1)
+        with ENCODE_SECONDS.labels(key[0]).time():
+            raw = embed()  # outside the lock: the model may take a while
+        vector = _unit(raw)
         if self._capacity:
             vector.setflags(write=False)  # shared by every later hit: nobody may change it
             with self._lock:

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from common.errors import EncoderMismatch, InvalidQuery, NotFound
+from common.metrics import STORE_SECONDS, timed_calls
 from common.settings import SearchSettings
 from common.thumbnails import ThumbnailStore
 from common.vocabulary import TAGS_FIELD, Vocabulary
@@ -130,7 +131,7 @@ class SearchService:
         check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
         self._encoder = encoder
         self._queries = QueryEncoder(encoder, cache_size=settings.cache_size)
-        self._store = store
+        self._store = timed_calls(store, STORE_SECONDS)  # every store call timed, by operation
         self._settings = settings
         self._collection = collection
         self._info = info

@@ -1,4 +1,5 @@
-"""``vitrine info``: what is indexed, with which encoder, where, and how the last index job went."""
+"""``vitrine info``: what is indexed, with which encoder, where, how the last index job went, and the essentials
+of the server's set-up that a scrape of ``/metrics`` would not show: auth, limits, log format."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from typing import Any
 
 from api.wiring import open_collection, store_location
+from common.errors import ConfigError
 from common.settings import Settings
 from indexer.report import last_job
 from store.factory import open_store
@@ -49,7 +51,57 @@ def describe(settings: Settings, collection: str | None = None) -> dict[str, Any
         "store": store_location(settings),
         "collections": sorted(collections),
         "last_job": last_job(settings.jobs_dir),
+        "auth": auth_summary(settings),
+        "limits": limits_of(settings),
+        "log_format": settings.log_format,
+        "metrics_path": _metrics_path(),
     }
+
+
+def _metrics_path() -> str:
+    from api.routes.metrics import METRICS_PATH  # here: FastAPI is imported only by the commands that need it
+
+    return METRICS_PATH
+
+
+def auth_summary(settings: Settings) -> dict[str, Any]:
+    """Whether auth is on, how many keys (never a key) and which endpoints answer without one.
+
+    ``error`` says why the keys cannot be read (the server would refuse to start); auth then shows as on.
+    """
+    from api.auth import KeyRing  # here: FastAPI is imported only by the commands that need it
+
+    auth = settings.auth
+    try:
+        keys, error = len(KeyRing.from_settings(auth)), None
+    except ConfigError as e:  # the message names the setting and the file, never a key
+        keys, error = None, str(e)
+    on = error is not None or bool(keys)
+    return {"enabled": on, "keys": keys, **({"error": error} if error else {}),
+            "public_search": auth.public_search, "public_rerank": auth.public_rerank,
+            "public_metrics": auth.public_metrics, "cors_origins": list(auth.cors_origins)}
+
+
+def limits_of(settings: Settings) -> dict[str, int]:
+    """The request and work limits, by their settings' names."""
+    return {
+        "api.max_upload_bytes": settings.api.max_upload_bytes,
+        "api.max_body_bytes": settings.api.max_body_bytes,
+        "api.max_json_depth": settings.api.max_json_depth,
+        "search.max_limit": settings.search.max_limit,
+        "search.max_offset": settings.search.max_offset,
+        "indexer.max_image_pixels": settings.indexer.max_image_pixels,
+        "generate.max_concurrency": settings.generate.max_concurrency,
+    }
+
+
+def _auth_line(auth: dict[str, Any]) -> str:
+    if "error" in auth:
+        return f"keys unreadable: {auth['error']}"
+    if not auth["enabled"]:
+        return "off (no API keys set)"
+    public = [name for name in ("search", "rerank", "metrics") if auth[f"public_{name}"]]
+    return f"on, {auth['keys']} key(s); without a key: {', '.join(public) or 'health only'}"
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -72,6 +124,12 @@ def format_info(data: dict[str, Any]) -> str:
         ("store", f"{data['store']['backend']} at {data['store']['location']}"),
         ("collections", ", ".join(data["collections"])),
         ("last index", _job_line(data["last_job"]) if data["last_job"] else "no index job recorded"),
+        ("auth", _auth_line(data["auth"])),
+        ("cors", ", ".join(data["auth"]["cors_origins"]) or "same origin only"),
+        ("limits", ", ".join(f"{key} {value}" for key, value in data["limits"].items())),
+        ("logs", f"{data['log_format']} (settings log_format)"),
+        ("metrics", f"GET {data['metrics_path']}" + ("" if data["auth"]["public_metrics"] or not
+                                                     data["auth"]["enabled"] else " (with an API key)")),
     ]
     return "\n".join(f"{key:<12} {value}" for key, value in rows)
 

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vitrine: {e}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging(args.log_level or settings.log_level)
+    setup_logging(args.log_level or settings.log_level, settings.log_format)
     try:
         status: int = args.func(args, settings)
     except ConfigError as e:

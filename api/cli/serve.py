@@ -34,6 +34,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     port = settings.api.port if args.port is None else args.port
     app = create_app(settings, model=args.model)
     logger.info("serving on http://%s:%d (API docs at /docs)", host, port)
-    # log_config=None: uvicorn's loggers go through the handler the CLI set up.
-    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    # log_config=None: uvicorn's loggers go through the handler the CLI set up; access_log=False: the app's own
+    # access log (logger vitrine.access, `api.observability`) replaces uvicorn's, with the request id and no
+    # query string.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
     return 0

@@ -140,8 +140,25 @@ def test_info_json(shop: Path, tiny_clip_dir: Path) -> None:
     assert data["store"]["location"] == str(shop / "home" / "store")
     assert data["last_job"]["status"] == "done"
     assert data["last_job"]["indexed"] == len(ROWS)
+    assert data["auth"]["enabled"] is False and data["log_format"] == "text" and data["metrics_path"] == "/metrics"
+    assert data["limits"]["search.max_limit"] == 100
     text = run(["info"], home=shop / "home", cwd=shop).stdout
     assert "products     4" in text
+
+
+def test_info_counts_the_api_keys_without_showing_them(shop: Path) -> None:
+    env = cli_env(shop / "home", VITRINE_AUTH__API_KEYS="first-secret,second-secret", VITRINE_LOG_FORMAT="json",
+                  VITRINE_AUTH__PUBLIC_METRICS="false")
+    as_json, as_text = (run_vitrine(shop / "home", *args, env=env, cwd=shop, timeout=TIMEOUT_S)
+                        for args in (["info", "--json"], ["info"]))
+    for done in (as_json, as_text):
+        assert done.returncode == 0, done.stderr
+        assert "secret" not in done.stdout + done.stderr
+    data = json.loads(as_json.stdout)
+    assert data["auth"]["enabled"] is True and data["auth"]["keys"] == 2 and data["auth"]["public_metrics"] is False
+    assert data["log_format"] == "json"
+    assert "on, 2 key(s); without a key: search" in as_text.stdout
+    assert "GET /metrics (with an API key)" in as_text.stdout
 
 
 def test_bad_queries_exit_2_with_the_reason(shop: Path) -> None:

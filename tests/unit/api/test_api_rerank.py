@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from common.metrics import REGISTRY
 from common.settings import Settings
 from embed import Encoder
 from tests.tiny_vlm import save_tiny_llava
@@ -74,8 +75,10 @@ def test_rerank_orders_by_the_combined_score(client: httpx.Client, chat: FakeCha
 def test_scores_are_cached(client: httpx.Client, chat: FakeChatServer) -> None:
     first = client.get("/search", params={"q": "wool hat", "rerank": "true", "limit": 3}).json()
     before = len(chat.seen)
+    lookups = [_score_cache(result) for result in ("hit", "miss")]
     again = client.get("/search", params={"q": "wool hat", "rerank": "true", "limit": 3}).json()
     assert len(chat.seen) == before
+    assert _score_cache("hit") > lookups[0] and _score_cache("miss") == lookups[1]  # as /metrics shows
     assert ids(again) == ids(first) and again["reranked"] is True
 
 
@@ -110,11 +113,13 @@ def test_image_search_is_reranked_with_the_photo(client: httpx.Client, chat: Fak
 def test_a_failing_reranker_gives_first_stage_results(client: httpx.Client, chat: FakeChatServer) -> None:
     plain = client.get("/search", params={"q": "green hat", "limit": 4}).json()
     chat.script.extend(Reply(500, {"error": {"message": "boom"}}) for _ in range(20))
+    failures = _failures("error")
     try:
         response = client.get("/search", params={"q": "green hat", "limit": 4, "rerank": "true"})
     finally:
         chat.script.clear()
     assert response.status_code == 200
+    assert _failures("error") == failures + 1  # counted in /metrics
     body = response.json()
     assert body["reranked"] is False and "failed" in body["rerank"]["reason"]
     assert KEY not in response.text
@@ -124,15 +129,26 @@ def test_a_failing_reranker_gives_first_stage_results(client: httpx.Client, chat
 
 def test_a_slow_reranker_runs_out_of_budget(client: httpx.Client, chat: FakeChatServer) -> None:
     chat.delay_s = 3.0
+    failures = _failures("timeout") + _failures("budget")
     try:
         response = client.get("/search", params={"q": "blue canvas tote", "limit": 4, "rerank": "true",
                                                  "rerank_budget_s": 0.5})
     finally:
         chat.delay_s = 0.0
     assert response.status_code == 200
+    assert _failures("timeout") + _failures("budget") == failures + 1
     body = response.json()
     assert body["reranked"] is False and "budget of 0.5 s" in body["rerank"]["reason"]
     assert len(body["results"]) == 4
+
+
+def _score_cache(result: str) -> float:
+    return REGISTRY.get_sample_value("vitrine_cache_requests_total", {"cache": "rerank_score", "result": result}) \
+        or 0.0
+
+
+def _failures(reason: str) -> float:
+    return REGISTRY.get_sample_value("vitrine_rerank_failures_total", {"reason": reason}) or 0.0
 
 
 def test_bad_rerank_parameters_are_named(client: httpx.Client) -> None:
