@@ -90,12 +90,13 @@ def _name_format(data: bytes) -> str | None:
         return None
 
 
-def _open(data: bytes, source: str) -> Image.Image:
+def _open(data: bytes, source: str, max_pixels: int) -> Image.Image:
     """Read the header of ``data`` with the supported decoders only."""
     try:
         return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"{source}: image too large to decode safely ({e})") from e
+        raise ImageTooLarge(f"{source}: image too large to decode safely ({e}); the limit is {max_pixels} pixels "
+                            "(VITRINE_INDEXER__MAX_IMAGE_PIXELS)") from e
     except UnidentifiedImageError as e:
         other = _name_format(data)
         if other is not None:
@@ -142,13 +143,13 @@ def decode_image(
     """
     if not data:
         raise UnsupportedImage(f"{source}: empty file (0 bytes); expected {_HUMAN_FORMATS} image bytes")
-    image = _open(data, source)
+    image = _open(data, source, max_pixels)
     width, height = image.size
     if width < 1 or height < 1:
         raise UnsupportedImage(f"{source}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageTooLarge(f"{source}: image is {width}x{height} = {width * height} pixels, over the "
-                            f"limit of {max_pixels} pixels")
+                            f"limit of {max_pixels} pixels (VITRINE_INDEXER__MAX_IMAGE_PIXELS)")
     try:
         if draft_size and image.format in {"JPEG", "MPO"}:
             image.draft("RGB", (draft_size, draft_size))

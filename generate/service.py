@@ -8,6 +8,8 @@ generated images (`generate.cache`), and otherwise writes the prompt (`generate.
   (0 to 2**32 - 1); a breach is `InvalidInput` naming the value and the limit. Source images are scaled down so
   that their long side is at most ``size`` (and flattened onto white when transparent) before a generator sees
   them.
+- Queue: at most ``max_queued`` requests wait for a slot; past that (``max_concurrency`` running and
+  ``max_queued`` waiting) a request is refused at once with `Overloaded`, before any work, naming both settings.
 - Time: the ``time_limit_s`` clock starts once the generator is loaded (loading a model the first time is not
   counted); writing the prompt, waiting in the queue and generating count. Past it the caller gets
   `GenerationFailed`; a generator still running keeps its slot until it ends, so the concurrency bound holds.
@@ -19,6 +21,7 @@ generated images (`generate.cache`), and otherwise writes the prompt (`generate.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import secrets
@@ -34,8 +37,9 @@ from typing import Any
 
 from PIL import Image
 
-from common.errors import BackendNotInstalled, ConfigError, GenerationFailed, InvalidInput, VitrineError
+from common.errors import BackendNotInstalled, ConfigError, GenerationFailed, InvalidInput, Overloaded, VitrineError
 from common.images import pixel_digest, to_rgb
+from common.metrics import GENERATE_FAILURES, GENERATE_SECONDS, cache_lookup
 from common.settings import Settings
 from generate.cache import GeneratedStore, key_for
 from generate.prompts import LLMPromptRewriter, build_rewriter, template_prompt
@@ -97,6 +101,7 @@ class Variants:
         self._built: dict[str, Generator] = {}
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self._config.max_concurrency)
+        self._admitted = 0  # jobs holding or waiting for a slot (guarded by _lock)
         self._rewriter: LLMPromptRewriter | None = build_rewriter(self._config)
         self.store = GeneratedStore(settings.generated_dir)
 
@@ -137,7 +142,8 @@ class Variants:
             built = {name: generator.describe() for name, generator in {**self._built, **self._injected}.items()}
         return {"backend": self._config.backend, "generators": built, "dir": str(self.store.root),
                 "cache": self._config.cache, "rewrite": self._config.rewrite,
-                "max_concurrency": self._config.max_concurrency, "time_limit_s": self._config.time_limit_s,
+                "max_concurrency": self._config.max_concurrency, "max_queued": self._config.max_queued,
+                "time_limit_s": self._config.time_limit_s,
                 "max_n": self._config.max_n, "max_instruction_chars": self._config.max_instruction_chars}
 
     def path(self, name: str) -> Path:
@@ -212,6 +218,8 @@ class Variants:
             params["nonce"] = uuid.uuid4().hex
         key = key_for(source_digest, text, params, generator.name)
         found = self.store.get(key) if self._config.cache else None
+        if self._config.cache:
+            cache_lookup("generated", hit=found is not None)
         if found is not None:
             meta = found.meta
             logger.info("variants of %r with %s: cache hit %s", text, generator.name, key[:12])
@@ -220,14 +228,24 @@ class Variants:
                                  seed=int(meta.get("seed", seed or 0)), backend=str(meta.get("backend",
                                                                                             generator.name)),
                                  took_ms=(time.monotonic() - started) * 1000.0, cached=True)
-        generator.load()
-        deadline = time.monotonic() + self._config.time_limit_s
-        prompt, method = (self._rewriter.rewrite(text, product) if self._rewriter is not None
-                          else (template_prompt(text, product), "template"))
-        used_seed = seed if seed is not None else secrets.randbelow(MAX_SEED + 1)
-        request = GenerationRequest(instruction=text, prompt=prompt, image=source, n=n, seed=used_seed,
-                                    strength=strength)
-        images = self._run(generator, request, deadline)
+        self._admit()
+        try:
+            generator.load()
+            deadline = time.monotonic() + self._config.time_limit_s
+            prompt, method = (self._rewriter.rewrite(text, product) if self._rewriter is not None
+                              else (template_prompt(text, product), "template"))
+            used_seed = seed if seed is not None else secrets.randbelow(MAX_SEED + 1)
+            request = GenerationRequest(instruction=text, prompt=prompt, image=source, n=n, seed=used_seed,
+                                        strength=strength)
+        except BaseException:
+            self._leave()
+            raise
+        try:
+            with GENERATE_SECONDS.labels(name).time():
+                images = self._run(generator, request, deadline)
+        except Exception:
+            GENERATE_FAILURES.labels(name).inc()
+            raise
         took_ms = (time.monotonic() - started) * 1000.0
         meta = {"prompt": prompt, "prompt_method": method, "instruction": text, "seed": used_seed,
                 "backend": generator.name, "took_ms": round(took_ms, 1), "n": n, "strength": strength,
@@ -237,11 +255,36 @@ class Variants:
         return VariantResult(images=names, prompt=prompt, prompt_method=method, instruction=text, seed=used_seed,
                              backend=generator.name, took_ms=took_ms, cached=False)
 
+    def _admit(self) -> None:
+        """Count a job in (running or waiting), or refuse it at once when ``max_concurrency`` + ``max_queued``
+        are in.
+
+        Raises:
+            Overloaded: the queue is full.
+        """
+        running, queued = self._config.max_concurrency, self._config.max_queued
+        with self._lock:
+            if self._admitted >= running + queued:
+                raise Overloaded(f"{self._admitted} generation job(s) are running or waiting, the most this "
+                                 f"service takes: {running} at once (VITRINE_GENERATE__MAX_CONCURRENCY) and "
+                                 f"{queued} waiting (VITRINE_GENERATE__MAX_QUEUED); try again later")
+            self._admitted += 1
+
+    def _leave(self) -> None:
+        """Count a job out (it ended, or gave up waiting)."""
+        with self._lock:
+            self._admitted -= 1
+
     def _run(self, generator: Generator, request: GenerationRequest, deadline: float) -> list[Image.Image]:
-        """``generator.generate`` in a worker thread, after a slot is free, until the deadline."""
+        """``generator.generate`` in a worker thread, after a slot is free, until the deadline.
+
+        The caller has been admitted (`_admit`); the job leaves when it gives up waiting or when the worker
+        thread ends (a job past the time limit keeps its slot and its place until its generator returns).
+        """
         limit = self._config.time_limit_s
         queued = time.monotonic()
         if not self._slots.acquire(timeout=max(0.0, deadline - queued)):
+            self._leave()
             raise GenerationFailed(f"no generation slot came free within the time limit of {limit:g} s "
                                    f"(VITRINE_GENERATE__TIME_LIMIT_S; {self._config.max_concurrency} job(s) run at "
                                    "once, VITRINE_GENERATE__MAX_CONCURRENCY)")
@@ -254,8 +297,16 @@ class Variants:
                 future.set_exception(e)
             finally:
                 self._slots.release()
+                self._leave()
 
-        threading.Thread(target=work, name=f"generate-{generator.name}", daemon=True).start()
+        try:
+            # In a copy of the caller's context, so the generator's log lines carry the request id.
+            threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"generate-{generator.name}",
+                             daemon=True).start()
+        except BaseException:
+            self._slots.release()
+            self._leave()
+            raise
         try:
             images = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:

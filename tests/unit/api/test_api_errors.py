@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -16,6 +18,8 @@ from common.errors import (
     InvalidQuery,
     ModelNotFound,
     NotFound,
+    Overloaded,
+    RequestTooLarge,
     StoreLocked,
     UnsupportedImage,
 )
@@ -28,6 +32,8 @@ from common.errors import (
         (InvalidQuery("x"), 422),
         (UnsupportedImage("x"), 415),
         (ImageTooLarge("x"), 413),
+        (RequestTooLarge("x"), 413),
+        (Overloaded("x"), 429),
         (NotFound("x"), 404),
         (EncoderMismatch("x"), 409),
         (BackendUnavailable("x"), 503),
@@ -61,6 +67,10 @@ def make_app() -> FastAPI:
     def locked() -> None:
         raise StoreLocked("store in use")
 
+    @app.get("/overloaded")
+    def overloaded() -> None:
+        raise Overloaded("2 jobs running or waiting (VITRINE_GENERATE__MAX_QUEUED)", retry_after=7)
+
     return app
 
 
@@ -84,6 +94,15 @@ def test_domain_errors_keep_their_type_and_message() -> None:
         }
         locked = client.get("/locked")
         assert locked.status_code == 503 and locked.headers["retry-after"] == "5"
+        overloaded = client.get("/overloaded")
+        assert overloaded.status_code == 429 and overloaded.headers["retry-after"] == "7"
+        assert overloaded.json()["error"] == {"type": "Overloaded",
+                                              "message": "2 jobs running or waiting (VITRINE_GENERATE__MAX_QUEUED)"}
+
+
+def test_overloaded_survives_pickling() -> None:
+    error = pickle.loads(pickle.dumps(Overloaded("full", retry_after=9)))
+    assert isinstance(error, Overloaded) and str(error) == "full" and error.retry_after == 9
 
 
 def test_describe_request_errors_names_the_parameter_and_value() -> None:
@@ -102,3 +121,11 @@ def test_describe_request_errors_names_the_parameter_and_value() -> None:
         "body field '3': JSON decode error"
     )
     assert describe_request_errors([]) == "invalid request"
+
+
+def test_long_bad_values_are_quoted_cut() -> None:
+    errors = [{"type": "string_too_long", "loc": ("query", "q"), "msg": "String should have at most 1000 characters",
+               "input": "e" + "\u0301" * 10_000}]
+    message = describe_request_errors(errors)
+    assert message.startswith("query parameter 'q': String should have at most 1000 characters (got 'e\u0301")
+    assert message.endswith("... (cut; 10001 characters in all))") and len(message) < 250

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from common.errors import BackendNotInstalled, GenerationFailed, InvalidInput
+from common.errors import BackendNotInstalled, GenerationFailed, InvalidInput, Overloaded
 from common.settings import GenerateSettings, Settings
 from generate.protocol import GenerationRequest, Generator
 from generate.recolor import RecolorGenerator
@@ -222,6 +222,40 @@ def test_waiting_in_the_queue_counts(tmp_path: Path) -> None:
     first.join()
     assert slow.calls == 1
     assert len(outcome) == 1 and "ran past the time limit" in str(outcome[0])
+    deadline = time.monotonic() + 5
+    while variants._admitted and time.monotonic() < deadline:  # the late job leaves when its generator returns
+        time.sleep(0.02)
+    assert variants._admitted == 0
+
+
+def test_a_full_queue_refuses_at_once(tmp_path: Path) -> None:
+    slow = Counting(delay_s=0.8)
+    variants = Variants(_settings(tmp_path, max_concurrency=1, max_queued=1), generators={"recolor": slow})
+    errors: list[BaseException] = []
+
+    def one(seed: int) -> None:
+        try:
+            _make(variants, seed=seed)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in (1, 2)]  # one runs, one waits
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while slow.running < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    started = time.monotonic()
+    with pytest.raises(Overloaded, match=r"1 at once \(VITRINE_GENERATE__MAX_CONCURRENCY\) and 1 waiting "
+                       r"\(VITRINE_GENERATE__MAX_QUEUED\)") as refused:
+        _make(variants, seed=3)
+    assert time.monotonic() - started < 0.3 and refused.value.retry_after > 0
+    for thread in threads:
+        thread.join()
+    assert not errors and slow.calls == 2
+    _make(variants, seed=4)  # the places are given back
+    assert slow.calls == 3 and variants.describe()["max_queued"] == 1
 
 
 def test_a_generator_error_becomes_generation_failed(tmp_path: Path) -> None:
