@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.routes.generate import VariantsDep
-from api.routes.search import FilterText, Price, filter_params
+from api.routes.search import FIELD_NAME_PATTERN, FilterOption, FilterText, Price, filter_params
 from common.errors import InvalidQuery
 from search.query import FacetValue, build_fields, check_field_name
 
@@ -23,15 +23,15 @@ def facets(
     *,
     service: SearchServiceDep,
     settings: SettingsDep,
-    field: Annotated[str, Query(min_length=1, max_length=200, description="category, brand, tags.<attribute>, "
-                                "or another indexed field.")],
+    field: Annotated[str, Query(min_length=1, max_length=200, json_schema_extra={"pattern": FIELD_NAME_PATTERN},
+                                description="category, brand, tags.<attribute>, or another indexed field.")],
     limit: Annotated[int, Query(ge=1, le=MAX_FACET_VALUES, description="Most values returned.")] = 20,
     category: FilterText = None,
     brand: FilterText = None,
     min_price: Price = None,
     max_price: Price = None,
     in_stock: bool | None = None,
-    filter_options: Annotated[list[str] | None, Query(alias="filter", description="FIELD=VALUE; repeatable.")
+    filter_options: Annotated[list[FilterOption] | None, Query(alias="filter", description="FIELD=VALUE; repeatable.")
                               ] = None,
 ) -> list[FacetValue]:
     """The most common values of ``field`` over the whole catalog, or over the products that match the

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import FileResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
+from api.auth import require_key, require_read_key
 from api.deps import SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.uploads import read_upload, upload_name
@@ -25,11 +27,14 @@ from common.images import decode_image
 from common.product import MAX_ID_LENGTH
 from common.settings import Settings
 from common.thumbnails import ThumbnailStore, key_of_url
+from generate.cache import NAME_PATTERN
 from generate.service import VariantResult, Variants
 from search.query import DEFAULT_LIMIT, SearchResponse, build_request
 from search.service import SearchService
 
-router = APIRouter(tags=["generate"], responses=error_responses(422, 503))
+router = APIRouter(tags=["generate"], responses=error_responses(401, 422, 503))
+KEYED = [Depends(require_key)]
+"""Generation costs GPU time or API money: a valid API key once any is set (api.auth)."""
 
 MAX_SEED = 2**32 - 1
 GENERATED_MAX_AGE_S = 31_536_000
@@ -159,10 +164,10 @@ def imagine_search(service: SearchService, settings: Settings, variants: Variant
 def form_options(
     instruction: Annotated[str, Form(min_length=1, max_length=4000, description="What to change.")],
     n: Annotated[int, Form(ge=1, description="Images to make.")] = 1,
-    seed: Annotated[int | None, Form(ge=0, le=MAX_SEED, description="Random seed.")] = None,
+    seed: Annotated[int | SkipJsonSchema[None], Form(ge=0, le=MAX_SEED, description="Random seed.")] = None,
     strength: Annotated[float, Form(ge=0, le=1, allow_inf_nan=False, description="How far from the source, 0-1.")
                         ] = 0.6,
-    backend: Annotated[str | None, Form(description="recolor, diffusers or openai.")] = None,
+    backend: Annotated[str | SkipJsonSchema[None], Form(description="recolor, diffusers or openai.")] = None,
 ) -> VariantOptions:
     """The variant options of the upload routes, as form fields."""
     return VariantOptions(instruction=instruction, n=n, seed=seed, strength=strength, backend=backend)
@@ -186,7 +191,7 @@ def check_limit(limit: int, settings: Settings) -> None:
 
 
 @router.post("/generate/variants", summary="Variants of a catalog product's image",
-             responses=error_responses(404))
+             responses=error_responses(404, 429), dependencies=KEYED)
 def variants_of_product(body: VariantBody, service: SearchServiceDep, settings: SettingsDep,
                         variants: VariantsDep) -> VariantResponse:
     """Make ``n`` variants of the product's image following ``instruction``."""
@@ -195,7 +200,7 @@ def variants_of_product(body: VariantBody, service: SearchServiceDep, settings: 
 
 
 @router.post("/generate/variants/image", summary="Variants of an uploaded image",
-             responses=error_responses(413, 415))
+             responses=error_responses(413, 415, 429), dependencies=KEYED)
 def variants_of_upload(file: UploadFileField, options: FormOptionsDep, settings: SettingsDep,
                        variants: VariantsDep) -> VariantResponse:
     """Make ``n`` variants of the uploaded image following ``instruction``."""
@@ -204,15 +209,17 @@ def variants_of_upload(file: UploadFileField, options: FormOptionsDep, settings:
 
 
 @router.get("/generated/{name}", summary="A generated image", response_class=FileResponse,
-            responses={200: {"content": {"image/png": {}}, "description": "The image"}, **error_responses(404)})
-def generated(name: str, variants: VariantsDep) -> FileResponse:
+            responses={200: {"content": {"image/png": {}}, "description": "The image"}, **error_responses(404)},
+            dependencies=[Depends(require_read_key)])
+def generated(name: Annotated[str, Path(json_schema_extra={"pattern": f"^{NAME_PATTERN.pattern}$"})],
+              variants: VariantsDep) -> FileResponse:
     """A generated image; its name is a hash of what made it, so it may be cached for good."""
     return FileResponse(variants.path(name), headers={
         "Cache-Control": f"public, max-age={GENERATED_MAX_AGE_S}, immutable"})
 
 
 @router.post("/search/imagine", summary="Make a variant of a product, then find real products like it",
-             responses=error_responses(404))
+             responses=error_responses(404, 429), dependencies=KEYED)
 def imagine(body: ImagineBody, service: SearchServiceDep, settings: SettingsDep,
             variants: VariantsDep) -> ImagineResponse:
     """Generate ``n`` variants of the product (``instruction``), then search the catalog with the first one and
@@ -225,7 +232,7 @@ def imagine(body: ImagineBody, service: SearchServiceDep, settings: SettingsDep,
 
 
 @router.post("/search/imagine/image", summary="Make a variant of an uploaded image, then find products like it",
-             responses=error_responses(413, 415))
+             responses=error_responses(413, 415, 429), dependencies=KEYED)
 def imagine_upload(
     *,
     file: UploadFileField,

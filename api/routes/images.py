@@ -21,6 +21,8 @@ from common.errors import NotFound
 from common.thumbnails import EXTENSIONS, MEDIA_TYPES, ThumbnailStore, file_size
 
 router = APIRouter(tags=["images"], responses=error_responses(404, 422))
+FILES = [f"{size}.{extension}" for size, extension in EXTENSIONS.items()]
+"""The file names of an image key (the schema lists them; `common.thumbnails.file_size` checks them)."""
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -41,8 +43,9 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
                304: {"description": "Not modified: the ETag in If-None-Match is the file's"}},
 )
 def image(
-    key: Annotated[str, Path(description="The image's hash (64 hexadecimal characters), as in a result's URL.")],
-    file: Annotated[str, Path(description=f"One of {', '.join(f'{s}.{e}' for s, e in EXTENSIONS.items())}.")],
+    key: Annotated[str, Path(description="The image's hash (64 hexadecimal characters), as in a result's URL.",
+                             json_schema_extra={"pattern": "^[0-9a-f]{64}$"})],
+    file: Annotated[str, Path(description=f"One of {', '.join(FILES)}.", json_schema_extra={"enum": FILES})],
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header(description="ETags the client holds.")] = None,
 ) -> Response:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
+from api.auth import CallerDep, check_rerank
 from api.deps import RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.reranking import Reranking
@@ -26,11 +28,18 @@ from search.query import (
 )
 from search.service import SearchService
 
-router = APIRouter(prefix="/search", tags=["search"], responses=error_responses(409, 422, 503))
+router = APIRouter(prefix="/search", tags=["search"], responses=error_responses(401, 409, 422, 503))
 
 FilterText = Annotated[str | None, Query(max_length=MAX_FILTER_VALUE_CHARS)]
 Price = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 Weight = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
+_FIELD = r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*"
+FIELD_NAME_PATTERN = f"^{_FIELD}$"
+FieldName = Annotated[str, WithJsonSchema({"type": "string", "pattern": FIELD_NAME_PATTERN})]
+"""A payload field name, as `search.query.check_field_name` accepts it (the schema says it; the route checks it, with
+a message naming the value)."""
+FilterOption = Annotated[str, WithJsonSchema({"type": "string", "pattern": rf"^\s*{_FIELD}\s*[=:]"})]
+"""A ``FIELD=VALUE`` (or ``FIELD:VALUE``) query-string filter, as `filter_params` accepts it."""
 
 
 def search_params(
@@ -48,10 +57,10 @@ def search_params(
     group: Annotated[bool | None, Query(description="Collapse variants sharing a group_id.")] = None,
     min_score: Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False,
                                              description="Drop results of lower relevance (0-1).")] = None,
-    facet: Annotated[list[str] | None, Query(description="A field to count among the results; repeatable.")
+    facet: Annotated[list[FieldName] | None, Query(description="A field to count among the results; repeatable.")
                      ] = None,
     filter_options: Annotated[
-        list[str] | None,
+        list[FilterOption] | None,
         Query(alias="filter", description="Any payload field by equality, FIELD=VALUE (string value); "
               "repeatable."),
     ] = None,
@@ -107,13 +116,28 @@ class RerankOptions(BaseModel):
                                           "rerank.budget_s).")
 
 
-def rerank_params(rerank: bool = False, rerank_top_n: RerankTopN = None,
+def rerank_params(caller: CallerDep, settings: SettingsDep, rerank: bool = False, rerank_top_n: RerankTopN = None,
                   rerank_budget_s: RerankBudget = None) -> RerankOptions:
-    """The re-rank query parameters of ``GET /search`` and ``POST /search/image``."""
+    """The re-rank query parameters of ``GET /search`` and ``POST /search/image``.
+
+    Raises:
+        Unauthorized: rerank=true without a valid API key, when one is needed (`api.auth.check_rerank`).
+    """
+    check_rerank(caller, settings.auth, rerank=rerank)
     return RerankOptions(rerank=rerank, rerank_top_n=rerank_top_n, rerank_budget_s=rerank_budget_s)
 
 
 RerankParamsDep = Annotated[RerankOptions, Depends(rerank_params)]
+
+
+SEARCH_EXAMPLES: dict[str, Any] = {
+    "text": {"summary": "Words, filters and facets",
+             "value": {"q": "white sneakers", "limit": 10, "in_stock": True, "filters": {"currency": "EUR"},
+                       "facets": ["category", "brand"]}},
+    "weights": {"summary": "Words with the text index weighted up, second page",
+                "value": {"q": "warm winter coat", "w_text": 0.8, "w_image": 0.2, "offset": 10}},
+}
+"""Examples of ``POST /search`` bodies (the API docs show them; schemathesis's examples phase sends them)."""
 
 
 class SearchBody(QueryFields, RerankOptions):
@@ -151,11 +175,12 @@ def search_get(
 
 @router.post("", summary="Search by text or a composed query (JSON body)", response_model_exclude_unset=True,
              responses=error_responses(400, 413, 415))
-def search_post(body: SearchBody, service: SearchServiceDep, settings: SettingsDep,
-                reranking: RerankingDep) -> SearchResponse:
+def search_post(body: Annotated[SearchBody, Body(openapi_examples=SEARCH_EXAMPLES)], service: SearchServiceDep,
+                settings: SettingsDep, reranking: RerankingDep, caller: CallerDep) -> SearchResponse:
     """The same as ``GET /search``, with the parameters as a JSON body, which may also hold any-field
     ``filters`` and a composed ``query``: a list of parts ``{"text" | "product_id" | "image_url": ..., "weight":
     w}`` whose weighted embeddings add up to the query vector (negative weights push away)."""
+    check_rerank(caller, settings.auth, rerank=body.rerank)
     fields = body.model_dump(exclude_unset=True, exclude=set(RerankOptions.model_fields))
     options = RerankOptions(**body.model_dump(include=set(RerankOptions.model_fields)))
     return answer(build_request(fields, settings=settings.search), options, service=service,
@@ -172,7 +197,7 @@ def search_image(
     reranking: RerankingDep,
     params: SearchParamsDep,
     rerank: RerankParamsDep,
-    text: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS,
+    text: Annotated[str | SkipJsonSchema[None], Form(max_length=MAX_QUERY_CHARS,
                                      description="Words to combine with the image.")] = None,
 ) -> SearchResponse:
     """Search both indices with the image (and ``text``: the query is their normalised mean).
