@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.errors import VitrineError
+from common.metrics import INGEST_OUTCOMES, INGEST_ROWS
 from common.settings import Settings
 from common.thumbnails import ThumbnailStore
 from common.vocabulary import Vocabulary, load_vocabulary
@@ -33,6 +34,7 @@ from embed.protocol import Encoder
 from indexer.fetch import FetchConfig
 from indexer.readers import catalog_format
 from indexer.report import IndexSummary, JobRecord, RejectReport
+from indexer.space import check_free_space
 from indexer.stages import CatalogReader, Embedder, PendingBatch, Writer
 from indexer.state import load_state
 from indexer.tagging import Tagger
@@ -133,6 +135,9 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
                  disable=not progress, dynamic_ncols=True) as bar:
         start = time.perf_counter()  # the workers start meanwhile
         encoder.load()
+        embedded_store = settings.store_dir if settings.store.url is None else None
+        if embedded_store is not None:  # a full disk kills the embedded engine (SIGBUS): stop before, clearly
+            check_free_space(embedded_store)
         store.ensure_collection(name, encoder=encoder.name, dim=encoder.dim, weights=encoder.weights_id)
         tagger = None
         if vocabulary is not None:
@@ -172,6 +177,8 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
             current = pending.popleft()
             fill()
             embedded = embedder.finish(current)
+            if embedded_store is not None and (embedded.points or embedded.payloads):
+                check_free_space(embedded_store)
             writer.write(embedded)
             for key in ("images", "inference", "write"):
                 timings[key] += embedded.timings.get(key, 0.0)
@@ -202,11 +209,14 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
         start = time.perf_counter()
         store.optimize(name)
         timings["optimize"] = time.perf_counter() - start
-    return IndexSummary(collection=name, rows=writer.rows, indexed=writer.indexed, updated=writer.updated,
-                        unchanged=writer.unchanged, rejected=writer.rejected, pruned=pruned,
-                        seconds=time.perf_counter() - started, report=report.path if report.written else None,
-                        timings=timings, notes=tuple(notes), thumbnails=writer.thumbnails,
-                        thumbnail_failures=writer.thumbnail_failures)
+    summary = IndexSummary(collection=name, rows=writer.rows, indexed=writer.indexed, updated=writer.updated,
+                           unchanged=writer.unchanged, rejected=writer.rejected, pruned=pruned,
+                           seconds=time.perf_counter() - started, report=report.path if report.written else None,
+                           timings=timings, notes=tuple(notes), thumbnails=writer.thumbnails,
+                           thumbnail_failures=writer.thumbnail_failures)
+    for outcome in INGEST_OUTCOMES:
+        INGEST_ROWS.labels(outcome).inc(getattr(summary, outcome))
+    return summary
 
 
 def _prune(store: VectorStore, name: str, *, stale: list[str], anonymous: int, notes: list[str]) -> int:

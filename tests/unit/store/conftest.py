@@ -1,9 +1,12 @@
-"""Fixtures of the store tests: every backend, opened on a fresh location, and reopenable."""
+"""Fixtures of the store tests: every backend, opened on a fresh location, and reopenable.
+
+``rest`` is `QdrantServerStore` over HTTP, against `tests.qdrant_rest.QdrantRestServer` (Qdrant's REST API served
+from qdrant-client's local mode), so the suite also covers what qdrant-client sends to and reads from a server."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +17,9 @@ from common.settings import StoreSettings
 from store.edge_backend import EdgeStore
 from store.protocol import VectorStore
 from store.qdrant_backend import QdrantServerStore
+from tests.qdrant_rest import QdrantRestServer
 
-BACKENDS = ("edge", "memory", "path")
+BACKENDS = ("edge", "memory", "path", "rest")
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Opener:
     kind: str
     folder: Path
     settings: StoreSettings
+    server: QdrantRestServer | None = field(default=None, repr=False)  # ``rest``: started on the first call
 
     @property
     def persistent(self) -> bool:
@@ -37,7 +42,16 @@ class Opener:
             return EdgeStore(self.folder, settings=self.settings)
         if self.kind == "memory":
             return QdrantServerStore(":memory:", settings=self.settings)
+        if self.kind == "rest":
+            if self.server is None:
+                self.server = QdrantRestServer(self.folder).start()
+            return QdrantServerStore(self.server.url, settings=self.settings)
         return QdrantServerStore(f"path:{self.folder}", settings=self.settings)
+
+    def stop(self) -> None:
+        """Stop the ``rest`` backend's server, if one was started."""
+        if self.server is not None:
+            self.server.stop()
 
 
 def make_opener(kind: str, folder: Path) -> Opener:
@@ -46,9 +60,11 @@ def make_opener(kind: str, folder: Path) -> Opener:
 
 
 @pytest.fixture(params=BACKENDS)
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Each backend in turn, on a fresh folder."""
-    return make_opener(str(request.param), tmp_path / "store")
+    opener = make_opener(str(request.param), tmp_path / "store")
+    yield opener
+    opener.stop()
 
 
 @pytest.fixture
