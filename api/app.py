@@ -12,12 +12,17 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import install_error_handlers
-from api.routes import catalog, generate, health, images, products, search, web
+from api.auth import install_auth, require_read_key
+from api.errors import error_responses, install_error_handlers
+from api.limits import BodyLimitMiddleware
+from api.observability import ObservabilityMiddleware
+from api.openapi import install_openapi
+from api.routes import catalog, generate, health, images, metrics, products, search, web
 from api.state import RETRY_S, Loader, ServiceState
 from api.uploads import UploadLimitMiddleware
 from api.wiring import open_search
@@ -71,11 +76,21 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.api.max_upload_bytes,
                        paths=(IMAGE_SEARCH_PATH, *generate.UPLOAD_PATHS))
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes,
+                       max_json_depth=settings.api.max_json_depth, upload_paths=(IMAGE_SEARCH_PATH,
+                       *generate.UPLOAD_PATHS), max_upload_bytes=settings.api.max_upload_bytes)
+    # Read-only routes: keyed when auth.public_search is false; generate's routes choose their own (api.auth).
+    keyed: dict[str, Any] = {"dependencies": [Depends(require_read_key)], "responses": error_responses(401)}
     app.include_router(health.router)
-    app.include_router(search.router)
-    app.include_router(products.router)
-    app.include_router(catalog.router)
-    app.include_router(images.router)
+    app.include_router(search.router, **keyed)
+    app.include_router(products.router, **keyed)
+    app.include_router(catalog.router, **keyed)
+    app.include_router(images.router, **keyed)
     app.include_router(generate.router)
-    app.include_router(web.router)
+    app.include_router(web.router, **keyed)
+    app.include_router(metrics.router)  # keyed by auth.public_metrics (api.auth.require_metrics_key)
+    install_auth(app, settings)  # its CORS middleware goes outside the limits
+    install_openapi(app, settings)  # the schema says the settings' bounds and which routes need a key
+    # Outermost, so added last: request id, metrics and access log see every response (413s, CORS, 500s).
+    app.add_middleware(ObservabilityMiddleware)
     return app

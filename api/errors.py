@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from common.errors import (
     BackendUnavailable,
@@ -24,6 +25,9 @@ from common.errors import (
     ImageTooLarge,
     InvalidInput,
     NotFound,
+    Overloaded,
+    RequestTooLarge,
+    Unauthorized,
     UnsafeURL,
     UnsupportedImage,
     VitrineError,
@@ -37,12 +41,19 @@ STATUS_OF: tuple[tuple[type[VitrineError], int], ...] = (
     (FetchFailed, 400),  # an image URL that could not be fetched
     (UnsupportedImage, 415),
     (ImageTooLarge, 413),
+    (RequestTooLarge, 413),  # a request body over api.max_body_bytes
     (InvalidInput, 422),  # InvalidQuery included
+    (Unauthorized, 401),  # no valid X-API-Key where one is needed (api.auth)
     (NotFound, 404),
     (EncoderMismatch, 409),
     (BackendUnavailable, 503),  # StoreLocked included
+    (Overloaded, 429),  # generation jobs running and queued to the limit
 )
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+"""The headers of every 401: the scheme and where the key goes (api.auth)."""
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+MAX_ECHO_CHARS = 100
+"""Most characters of a bad value that a validation message quotes back."""
 
 _LOCATION_NAMES = {"query": "query parameter", "path": "path parameter", "body": "body field",
                    "header": "header", "cookie": "cookie"}
@@ -77,6 +88,15 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _echo(value: Any) -> str:
+    """``repr(value)``, cut after `MAX_ECHO_CHARS` characters: a client's megabyte of text is not sent back."""
+    text = repr(value)
+    if len(text) <= MAX_ECHO_CHARS:
+        return text
+    length = f"; {len(value)} characters in all" if isinstance(value, str) else ""
+    return f"{text[:MAX_ECHO_CHARS]}... (cut{length})"
+
+
 def describe_request_errors(errors: Sequence[Any]) -> str:
     """One line naming each bad parameter (``query parameter 'limit': ... (got 'abc')``)."""
     parts = []
@@ -85,7 +105,7 @@ def describe_request_errors(errors: Sequence[Any]) -> str:
         where = _LOCATION_NAMES.get(loc[0], loc[0]) if loc else "request"
         name = ".".join(loc[1:])
         given = err.get("input")
-        shown = "" if err.get("type") == "missing" or isinstance(given, dict | list) else f" (got {given!r})"
+        shown = "" if err.get("type") == "missing" or isinstance(given, dict | list) else f" (got {_echo(given)})"
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where} {name!r}: {message}{shown}" if name else f"{loc[0] if loc else 'request'}: "
                      f"{message}{shown}")
@@ -97,7 +117,9 @@ async def _vitrine_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500 and status != 503:
         logger.exception("error answering %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(status, "InternalError", INTERNAL_MESSAGE)
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": "5"} if status == 503 else UNAUTHORIZED_HEADERS if status == 401 else None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_response(status, type(exc).__name__, str(exc), headers)
 
 
@@ -106,9 +128,31 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "InvalidInput", describe_request_errors(exc.errors()))
 
 
+BODY_PARSE_ERROR = "There was an error parsing the body"
+"""FastAPI's 400 for a body it cannot read at all (JSON that is not UTF-8)."""
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at the request's path (Starlette's 405 names only the first route's)."""
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)]
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, "HTTPError", str(exc.detail), dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400:  # the framework's: a body it cannot parse (the app's own 400s are VitrineErrors)
+        # Answered 422 like any other malformed body (FastAPI's own answer to invalid JSON): one documented status.
+        what = "cannot be parsed" if exc.detail == BODY_PARSE_ERROR else str(exc.detail).rstrip(".")
+        return error_response(422, "InvalidInput", f"request body: {what}; expected UTF-8 JSON, or a multipart "
+                              "form for uploads, as the route documents")
+    if exc.status_code == 405 and (methods := allowed_methods(request)):
+        headers["Allow"] = ", ".join(methods)
+    return error_response(exc.status_code, "HTTPError", str(exc.detail), headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -126,11 +170,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 _DESCRIPTIONS = {
     400: "An image URL that is refused (not a public address) or cannot be fetched",
+    401: "No valid API key in the X-API-Key header where one is needed (settings group auth)",
     404: "Not found",
     409: "The collection was built with another encoder",
-    413: "Upload over the size or pixel limit",
+    413: "Request body or upload over the size limit, or an image over the pixel limit",
     415: "Not a supported image",
     422: "A bad parameter (named in the message)",
+    429: "Too many generation jobs running and waiting; try again after Retry-After seconds",
     503: "Not ready: the model or store is loading, or failed to load",
 }
 

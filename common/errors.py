@@ -60,6 +60,13 @@ class FetchFailed(InvalidInput):
         return type(self), (self.url, self.reason), self.__dict__
 
 
+class Unauthorized(VitrineError):
+    """A request without a valid API key to an endpoint that needs one (settings group ``auth``).
+
+    The message says what needs the key and where it goes, never the value given.
+    """
+
+
 class NotFound(VitrineError):
     """A product, collection or file that does not exist."""
 
@@ -78,6 +85,26 @@ class BackendUnavailable(VitrineError):
 
 class StoreLocked(BackendUnavailable):
     """The embedded store is held open by another process."""
+
+
+class RequestTooLarge(InvalidInput):
+    """A request body over the size limit (setting ``api.max_body_bytes``)."""
+
+
+class Overloaded(VitrineError):
+    """A request refused at once because the work it needs is already queued to the limit (generation jobs
+    running and waiting); the message names the limits.
+
+    Attributes:
+        retry_after: seconds after which trying again may succeed.
+    """
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[Overloaded], tuple[str], dict[str, object]]:
+        return type(self), (str(self),), self.__dict__
 
 
 class RerankFailed(BackendUnavailable):

@@ -270,6 +270,9 @@ class GenerateSettings(_Group):
     compile: bool = Field(False, description="diffusers: torch.compile the denoiser (slow first call).")
     max_concurrency: int = Field(1, ge=1, le=16, description="Generation jobs run at once (one GPU job at a "
                                  "time by default); the others wait in the queue.")
+    max_queued: int = Field(8, ge=0, le=1000, description="Generation jobs that may wait for a free slot; "
+                            "when max_concurrency jobs run and this many wait, a new one is refused at once "
+                            "(HTTP 429 with Retry-After).")
     batch_window_ms: int = Field(50, ge=0, le=5000, description="diffusers: how long a job waits for compatible "
                                  "requests to batch with it, milliseconds.")
     base_url: str | None = Field(None, description="openai: a compatible images API's URL; unset: OpenAI.")
@@ -302,7 +305,7 @@ class ApiSettings(_Group):
     max_upload_bytes: int = Field(10_000_000, ge=1024, description="Largest uploaded image, bytes.")
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="Largest request body of "
                                 "the JSON endpoints, bytes (uploads have max_upload_bytes).")
-    max_json_depth: int = Field(32, ge=2, le=1000, description="Deepest nesting of arrays and objects a JSON "
+    max_json_depth: int = Field(32, ge=2, le=200, description="Deepest nesting of arrays and objects a JSON "
                                 "request body may have.")
 
 
