@@ -116,7 +116,8 @@ class Components:
     """The re-ranker searches may ask for (None: not set up, as in ``vitrine search`` without ``--rerank``)."""
 
     def close(self) -> None:
-        """Release the store (files, connections) and the re-ranker's threads."""
+        """Release the store (files, connections), the query encoding worker and the re-ranker's threads."""
+        self.service.close()
         if self.reranking is not None:
             self.reranking.close()
         if self.loader is not None:

@@ -36,10 +36,12 @@ HTTP_DURATION = Histogram("vitrine_http_request_duration_seconds", "Time to answ
                           ["method", "route"], buckets=_FAST, registry=REGISTRY)
 HTTP_IN_FLIGHT = Gauge("vitrine_http_requests_in_flight", "HTTP requests being answered now.", registry=REGISTRY)
 
-ENCODE_BATCH_SIZE = Histogram("vitrine_encode_batch_size", "Inputs per encoder call (queries: one text or image).",
+ENCODE_BATCH_SIZE = Histogram("vitrine_encode_batch_size", "Inputs per encoder call (queries: as many as "
+                              "were micro-batched together).",
                               ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)
 ENCODE_QUEUE_WAIT = Histogram("vitrine_encode_queue_wait_seconds", "Time a query waited before its encoder call "
-                              "could start (the query cache's lock: query encoding is not otherwise serialised).",
+                              "could start (micro-batching: from enqueue to its batch's start; else the query "
+                              "cache's lock).",
                               buckets=_FAST, registry=REGISTRY)
 ENCODE_SECONDS = Histogram("vitrine_encode_seconds", "Time of one encoder call.", ["kind"], buckets=_FAST,
                            registry=REGISTRY)

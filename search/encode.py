@@ -6,7 +6,8 @@ point halfway (in angle) between them, a weight of 2 pulls twice as hard, and a 
 query away from that part ("sneakers, not leather": ``[("sneakers", 1), ("leather", -0.5)]``).
 
 Embeddings of texts and images are kept in an LRU cache (`QueryEncoder`): shoppers repeat queries, and a
-text embedding costs 10+ ms of model time that a cache hit skips.
+text embedding costs 10+ ms of model time that a cache hit skips. The misses of concurrent searches can go
+through a `search.batching.MicroBatcher` (one encoder call for many queries) instead of one call each.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 from common.errors import InvalidQuery
 from common.metrics import ENCODE_BATCH_SIZE, ENCODE_QUEUE_WAIT, ENCODE_SECONDS, cache_lookup
 from embed.protocol import Encoder
+from search.batching import MicroBatcher
 
 _EPS = 1e-6
 
@@ -83,10 +85,13 @@ class QueryEncoder:
     Args:
         encoder: the collection's encoder.
         cache_size: embeddings kept; 0 turns the cache off.
+        batcher: encodes the cache's misses in batches with other threads' (None: one encoder call per miss,
+            in the caller's thread). `close` closes it.
     """
 
-    def __init__(self, encoder: Encoder, *, cache_size: int) -> None:
+    def __init__(self, encoder: Encoder, *, cache_size: int, batcher: MicroBatcher | None = None) -> None:
         self.encoder = encoder
+        self.batcher = batcher
         self._capacity = max(0, cache_size)
         self._cache: OrderedDict[tuple[str, str], NDArray[np.float32]] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,12 +99,18 @@ class QueryEncoder:
 
     def text(self, text: str) -> NDArray[np.float32]:
         """The unit embedding of a query text."""
+        if self.batcher is not None:
+            batcher = self.batcher
+            return self._cached(("text", text), lambda: batcher.text(text), batched=True)
         return self._cached(("text", text), lambda: self.encoder.embed_texts([text])[0])
 
     def image(self, image: Image.Image) -> NDArray[np.float32]:
         """The unit embedding of a query image (cached by a hash of its pixels)."""
         digest = hashlib.blake2b(image.tobytes(), digest_size=16)
         digest.update(f"{image.mode}{image.size}".encode())
+        if self.batcher is not None:
+            batcher = self.batcher
+            return self._cached(("image", digest.hexdigest()), lambda: batcher.image(image), batched=True)
         return self._cached(("image", digest.hexdigest()), lambda: self.encoder.embed_images([image])[0])
 
     def stats(self) -> CacheStats:
@@ -107,11 +118,18 @@ class QueryEncoder:
         with self._lock:
             return CacheStats(self._capacity, len(self._cache), self._hits, self._misses)
 
-    def _cached(self, key: tuple[str, str], embed: Callable[[], NDArray[np.float32]]) -> NDArray[np.float32]:
+    def close(self) -> None:
+        """Stop the batcher, if any (queries still queued fail with `common.errors.BackendUnavailable`)."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def _cached(self, key: tuple[str, str], embed: Callable[[], NDArray[np.float32]], *,
+                batched: bool = False) -> NDArray[np.float32]:
         """The cached vector of ``key``, or ``embed()`` made a unit vector and kept (most recent last).
 
-        Records the lookup, and for a miss the wait before the encoder call (this lock: nothing else queues
-        query encoding), the batch size (1) and the encoder call's time (`common.metrics`).
+        Records the lookup, and for a miss encoded inline the wait before the encoder call (this lock), the
+        batch size (1) and the encoder call's time (`common.metrics`); a ``batched`` miss is recorded by the
+        batcher.
         """
         asked = time.perf_counter()
         with self._lock:
@@ -124,10 +142,13 @@ class QueryEncoder:
                 return vector
             self._misses += 1
         cache_lookup("query_embedding", hit=False)
-        ENCODE_QUEUE_WAIT.observe(waited)
-        ENCODE_BATCH_SIZE.labels(key[0]).observe(1)
-        with ENCODE_SECONDS.labels(key[0]).time():
-            raw = embed()  # outside the lock: the model may take a while
+        if batched:
+            raw = embed()  # outside the lock: it waits for the batch
+        else:
+            ENCODE_QUEUE_WAIT.observe(waited)
+            ENCODE_BATCH_SIZE.labels(key[0]).observe(1)
+            with ENCODE_SECONDS.labels(key[0]).time():
+                raw = embed()  # outside the lock: the model may take a while
         vector = _unit(raw)
         if self._capacity:
             vector.setflags(write=False)  # shared by every later hit: nobody may change it

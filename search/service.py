@@ -24,6 +24,7 @@ from common.settings import SearchSettings
 from common.thumbnails import ThumbnailStore
 from common.vocabulary import TAGS_FIELD, Vocabulary
 from embed.protocol import Encoder
+from search.batching import MicroBatcher
 from search.calibration import Calibration, calibrate
 from search.encode import CacheStats, Part, QueryEncoder, combine
 from search.filters import build_filter
@@ -92,7 +93,8 @@ class SearchService:
     Args:
         encoder: the collection's encoder (loaded here if it is not yet).
         store: an open store.
-        settings: candidate count, page bounds, default weights, cache size.
+        settings: candidate count, page bounds, default weights, cache size, micro-batching of query encodings
+            (batch_window_ms > 0: a worker thread that `close` stops).
         collection: the collection (alias) to search.
         vocabulary: the tag vocabulary the catalog was tagged with; a query naming one of its values boosts
             the products carrying that tag by ``tag_boost``.
@@ -130,7 +132,9 @@ class SearchService:
             )
         check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
         self._encoder = encoder
-        self._queries = QueryEncoder(encoder, cache_size=settings.cache_size)
+        batcher = MicroBatcher(encoder, window_ms=settings.batch_window_ms, max_batch=settings.max_batch) \
+            if settings.batch_window_ms > 0 else None  # one worker thread per service (and its encoder)
+        self._queries = QueryEncoder(encoder, cache_size=settings.cache_size, batcher=batcher)
         self._store = timed_calls(store, STORE_SECONDS)  # every store call timed, by operation
         self._settings = settings
         self._collection = collection
@@ -166,6 +170,11 @@ class SearchService:
         """The attributes of the tag vocabulary queries are matched against (empty when there is none); their
         values are stored as ``tags.<attribute>``."""
         return self._vocabulary.names if self._vocabulary is not None else ()
+
+    def close(self) -> None:
+        """Stop the query encoding worker (settings search.batch_window_ms); queries still queued fail with
+        `common.errors.BackendUnavailable`. The store is the caller's to close. Idempotent."""
+        self._queries.close()
 
     def cache_stats(self) -> CacheStats:
         """How the query embedding cache has done."""
