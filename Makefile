@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup browser demo index-demo serve test lint typecheck unit bench clean
+.PHONY: setup browser compose demo index-demo serve test lint typecheck unit bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,7 +34,11 @@ typecheck: setup
 browser:
 	scripts/install_chromium.sh
 
-unit: setup browser
+# The compose files are validated with Debian's docker-compose (apt-get when missing; no engine needed).
+compose:
+	scripts/install_docker_compose.sh
+
+unit: setup browser compose
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from common.errors import EncoderMismatch, InvalidInput, InvalidQuery, NotFound
 from common.product import point_id
+from common.settings import StoreSettings
 from store.protocol import (
     PAYLOAD_INDEX_KINDS,
     VECTOR_NAMES,
@@ -27,6 +28,7 @@ from store.protocol import (
     Match,
     MatchAny,
     PointWrite,
+    Quantization,
     Range,
     StoredPoint,
     check_weights,
@@ -110,6 +112,14 @@ def physical_name(alias: str) -> str:
     now = time.time_ns() // 1000
     stamp = datetime.fromtimestamp(now / 1e6, UTC).strftime("%Y%m%d%H%M%S")
     return f"{alias}-{stamp}{now % 1_000_000:06d}"
+
+
+def wanted_quantization(settings: StoreSettings) -> Quantization:
+    """The quantization a collection created now gets, from the store settings."""
+    if settings.quantization == "none":
+        return Quantization()
+    return Quantization(kind=settings.quantization, quantile=settings.quantization_quantile,
+                        always_ram=settings.quantization_always_ram, originals_on_disk=settings.on_disk_vectors)
 
 
 def check_dim(encoder: str, dim: int) -> None:

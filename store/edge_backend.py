@@ -115,6 +115,38 @@ class EdgeStore:
         """
         self._collections.drop(name)
 
+    def create_version(self, alias: str, *, encoder: str, dim: int, weights: str = "") -> str:
+        """A new, empty version of ``alias`` that the alias does not point at (see `VectorStore.create_version`).
+
+        Raises:
+            InvalidInput: a bad alias name, encoder name or dim.
+        """
+        check_name(alias)
+        check_dim(encoder, dim)
+        return self._collections.create_version(alias, encoder=encoder, dim=dim, weights=weights).physical
+
+    def switch_alias(self, alias: str, physical: str) -> str | None:
+        """Point ``alias`` at ``physical`` by one atomic rewrite of the aliases file; the version it pointed at
+        before (see `VectorStore.switch_alias`). Other processes see the switch on their next call.
+
+        Raises:
+            NotFound: ``physical`` is not a version of ``alias``.
+        """
+        return self._collections.switch(alias, physical)
+
+    def list_versions(self, alias: str) -> list[str]:
+        """The versions made for ``alias``, oldest first."""
+        return self._collections.versions(alias)
+
+    def drop_version(self, physical: str) -> None:
+        """Remove the version ``physical`` and its folder (see `VectorStore.drop_version`).
+
+        Raises:
+            InvalidInput: an alias points at it.
+            StoreLocked: another process holds it open.
+        """
+        self._collections.drop_version(physical)
+
     def ensure_payload_index(self, name: str, field: str, kind: str) -> None:
         """Index payload ``field`` (dotted paths reach in) as ``kind``; idempotent (see `VectorStore`).
 
@@ -258,7 +290,7 @@ class EdgeStore:
         query = check_query(vector, using=using, limit=limit, dim=opened.record.dim)
         checked_boosts = check_boosts(boosts)
         edge_filter = to_edge_filter(filter)
-        params = qe.SearchParams(hnsw_ef=self._settings.hnsw_ef, exact=exact)
+        params = self._search_params(exact=exact)
         nearest = qe.Query.Nearest(query.tolist(), using=using)
         if checked_boosts:
             pools = [edge_filter, *_boost_pools(edge_filter, checked_boosts)]
@@ -297,7 +329,7 @@ class EdgeStore:
             filter=qe.Filter(must=[qe.HasIdCondition(set(asked))]),
             with_payload=False,
             with_vector=False,
-            params=qe.SearchParams(exact=True),
+            params=self._search_params(exact=True),
         )
         with self._collections.engine(f"scoring {len(asked)} products of {name!r}"):
             scored = opened.shard.query(request)
@@ -366,7 +398,7 @@ class EdgeStore:
             filter=to_edge_filter(filter),
             with_payload=True,
             with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self._settings.hnsw_ef),
+            params=self._search_params(exact=False),
         )
         with self._collections.engine(f"recommending from {name!r}"):
             scored = opened.shard.query(request)
@@ -427,7 +459,16 @@ class EdgeStore:
             count = int(opened.shard.count(qe.CountRequest(exact=True)))
         return CollectionInfo(name=name, physical=opened.physical, encoder=opened.record.encoder,
                               dim=opened.record.dim, count=count, weights=opened.record.weights,
-                              lexical=opened.record.lexical, tags=opened.record.tags)
+                              lexical=opened.record.lexical, tags=opened.record.tags,
+                              quantization=self._collections.quantization(opened))
+
+    def _search_params(self, *, exact: bool) -> qe.SearchParams:
+        """HNSW search with the settings' rescoring and oversampling (used by quantized collections, ignored by
+        others); ``exact``: every original vector, quantization ignored."""
+        if exact:
+            return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+        return qe.SearchParams(hnsw_ef=self._settings.hnsw_ef, quantization=qe.QuantizationSearchParams(
+            rescore=self._settings.rescore, oversampling=self._settings.oversampling))
 
 
 def _edge_vectors(vectors: Mapping[str, NDArray[np.float32]], payload: Mapping[str, Any], *,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -25,10 +26,10 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from common.errors import BackendUnavailable, NotFound, StoreLocked, VitrineError
+from common.errors import BackendUnavailable, InvalidInput, NotFound, StoreLocked, VitrineError
 from common.product import FILTERABLE_FIELDS
 from common.settings import StoreSettings
-from store._common import CollectionRecord, new_record, physical_name
+from store._common import CollectionRecord, new_record, physical_name, wanted_quantization
 from store._files import (
     ALIASES_FILE,
     COLLECTIONS_DIR,
@@ -41,7 +42,7 @@ from store._files import (
     write_json_atomic,
 )
 from store.lexical import LEXICAL
-from store.protocol import VECTOR_NAMES
+from store.protocol import IMAGE, VECTOR_NAMES, Quantization
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ _SCHEMA = {
     "integer": qe.PayloadSchemaType.Integer,
     "bool": qe.PayloadSchemaType.Bool,
 }
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,160}$")  # an alias of up to 128 characters + "-" + stamp
 LOCKED_HINT = "is `vitrine serve` or another `vitrine index` running on it?"
+EDGE_CONFIG_FILE = "edge_config.json"
+"""Where qdrant-edge keeps a shard's configuration, in the shard's folder."""
 
 
 @dataclass(frozen=True)
@@ -109,16 +113,18 @@ class EdgeCollections:
             return sorted(self._aliases())
 
     def get(self, name: str) -> EdgeCollection:
-        """The collection behind alias ``name``, opened if needed.
+        """The collection behind alias ``name`` (or the version named ``name`` itself), opened if needed.
 
         Raises:
-            NotFound: no such alias.
+            NotFound: no such alias or version.
             StoreLocked: another process holds the collection open.
         """
         with self._lock:
             self._check_open()
             aliases = self._aliases()
             physical = aliases.get(name)
+            if physical is None and self._is_version(name):
+                physical = name
             if physical is None:
                 raise NotFound(f"no collection {name!r} in the store {self.folder}; "
                                f"it has {sorted(aliases) or 'none'} (run `vitrine index` first)")
@@ -138,6 +144,67 @@ class EdgeCollections:
             if not opened.record.lexical:
                 opened = self._add_lexical(opened)
             return opened
+
+    def create_version(self, alias: str, *, encoder: str, dim: int, weights: str = "") -> EdgeCollection:
+        """A new, empty version of ``alias`` that the alias does not point at (yet); indexes made."""
+        with self._lock:
+            self._check_open()
+            return self._create(alias, encoder=encoder, dim=dim, weights=weights, point_alias=False)
+
+    def switch(self, alias: str, physical: str) -> str | None:
+        """Point ``alias`` at the version ``physical`` (one atomic rewrite of the aliases file, under the
+        cross-process lock); return the version it pointed at before, if any.
+
+        Raises:
+            NotFound: ``physical`` is not a version of ``alias``.
+        """
+        with self._lock, folder_lock(self.folder):
+            self._check_open()
+            record = self._record_of(physical) if self._is_version(physical) else None
+            if record is None or record.alias != alias:
+                raise NotFound(f"no version {physical!r} of collection {alias!r} in the store {self.folder}; "
+                               f"it has {self.versions(alias) or 'none'}")
+            aliases = read_aliases(self.folder / ALIASES_FILE)
+            previous = aliases.get(alias)
+            aliases[alias] = physical
+            write_aliases(self.folder / ALIASES_FILE, aliases)
+            logger.info("collection %r now points at %s (was %s) in %s", alias, physical, previous, self.folder)
+            return previous
+
+    def versions(self, alias: str) -> list[str]:
+        """The versions made for ``alias`` (with a record), oldest first."""
+        with self._lock:
+            self._check_open()
+            root = self.folder / COLLECTIONS_DIR
+            found = []
+            for folder in sorted(root.iterdir()) if root.is_dir() else []:
+                record = self._record_of(folder.name) if self._is_version(folder.name) else None
+                if record is not None and record.alias == alias:
+                    found.append(folder.name)
+            return found
+
+    def drop_version(self, physical: str) -> None:
+        """Remove the version ``physical`` (nothing happens if absent).
+
+        Raises:
+            InvalidInput: an alias points at it.
+            StoreLocked: another process holds it open (nothing is removed).
+        """
+        with self._lock, folder_lock(self.folder):
+            self._check_open()
+            if not self._is_version(physical):
+                return
+            users = sorted(a for a, p in read_aliases(self.folder / ALIASES_FILE).items() if p == physical)
+            if users:
+                raise InvalidInput(f"version {physical!r} is in use by collection {users[0]!r}; switch the "
+                                   "collection to another version first, or drop the collection")
+            opened = self._opened.pop(physical, None)
+            if opened is None:  # opening it proves no other process uses it before its files go
+                opened = self._load(physical)
+            with self.engine(f"closing {physical}"):
+                opened.shard.close()
+            shutil.rmtree(self._dir(physical), ignore_errors=True)
+            logger.info("dropped version %s from %s", physical, self.folder)
 
     def drop(self, name: str) -> None:
         """Remove alias ``name`` and its folder; nothing happens if absent.
@@ -194,6 +261,17 @@ class EdgeCollections:
     def _dir(self, physical: str) -> Path:
         return self.folder / COLLECTIONS_DIR / physical
 
+    def _is_version(self, name: str) -> bool:
+        """Whether ``name`` is a safe folder name whose collection folder has a record."""
+        return bool(_VERSION_NAME.match(name)) and (self._dir(name) / RECORD_FILE).is_file()
+
+    def _record_of(self, physical: str) -> CollectionRecord | None:
+        """The record of a version (None when unreadable)."""
+        try:
+            return CollectionRecord.from_dict(read_json(self._dir(physical) / RECORD_FILE), where=physical)
+        except (OSError, ValueError):
+            return None
+
     def _load(self, physical: str) -> EdgeCollection:
         folder = self._dir(physical)
         path = folder / RECORD_FILE
@@ -206,13 +284,14 @@ class EdgeCollections:
             raise BackendUnavailable(str(e)) from e
         return EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR))
 
-    def _create(self, name: str, *, encoder: str, dim: int, weights: str) -> EdgeCollection:
+    def _create(self, name: str, *, encoder: str, dim: int, weights: str,
+                point_alias: bool = True) -> EdgeCollection:
         with folder_lock(self.folder):
-            if name in read_aliases(self.folder / ALIASES_FILE):  # another process created it meanwhile
+            if point_alias and name in read_aliases(self.folder / ALIASES_FILE):  # another process made it meanwhile
                 return self.get(name)
             physical = physical_name(name)
             folder = self._dir(physical)
-            params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+            params = edge_vector_params(dim, wanted_quantization(self._settings))
             config = qe.EdgeConfig(
                 vectors=dict.fromkeys(VECTOR_NAMES, params),
                 sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
@@ -227,9 +306,10 @@ class EdgeCollections:
             try:
                 self._ensure_indexes(opened)
                 write_json_atomic(folder / RECORD_FILE, record.as_dict())
-                aliases = read_aliases(self.folder / ALIASES_FILE)
-                aliases[name] = physical
-                write_aliases(self.folder / ALIASES_FILE, aliases)
+                if point_alias:
+                    aliases = read_aliases(self.folder / ALIASES_FILE)
+                    aliases[name] = physical
+                    write_aliases(self.folder / ALIASES_FILE, aliases)
             except BaseException:
                 opened.shard.close()
                 shutil.rmtree(folder, ignore_errors=True)
@@ -254,6 +334,10 @@ class EdgeCollections:
         logger.info("added the lexical index to collection %s; re-index to fill it", opened.physical)
         return upgraded
 
+    def quantization(self, opened: EdgeCollection) -> Quantization:
+        """How the collection's dense vectors are compressed, from the engine's own record of its configuration."""
+        return read_quantization(self._dir(opened.physical) / SHARD_DIR / EDGE_CONFIG_FILE)
+
     def ensure_index(self, opened: EdgeCollection, field: str, kind: str) -> None:
         """Index payload ``field`` as ``kind`` (a key of `_SCHEMA`) unless it already is; another kind is replaced."""
         with self.engine(f"creating the payload index of {field!r} in {opened.physical}"):
@@ -267,6 +351,33 @@ class EdgeCollections:
             for field, kind in FILTERABLE_FIELDS.items():
                 if field not in existing:
                     opened.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+
+
+def edge_vector_params(dim: int, quantization: Quantization) -> qe.EdgeVectorParams:
+    """The engine's parameters of one dense vector: cosine, quantized and with the originals placed as asked."""
+    if quantization.kind == "none":
+        return qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+    scalar = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=quantization.quantile,
+                                         memory=qe.Memory.Pinned if quantization.always_ram else qe.Memory.Cold)
+    return qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, quantization_config=scalar,
+                               memory=qe.Memory.Cold if quantization.originals_on_disk else qe.Memory.Cached)
+
+
+def read_quantization(path: Path) -> Quantization:
+    """The quantization of the ``image`` vector in the engine's ``edge_config.json`` (none when absent or unreadable;
+    both its ``memory`` placements and the older ``on_disk``/``always_ram`` flags are understood)."""
+    try:
+        vector = read_json(path).get("vectors", {}).get(IMAGE, {})
+    except (OSError, ValueError, AttributeError, BackendUnavailable):
+        return Quantization()
+    on_disk = vector.get("memory") == "cold" or vector.get("on_disk") is True
+    scalar = (vector.get("quantization_config") or {}).get("scalar")
+    if not isinstance(scalar, dict):
+        return Quantization(originals_on_disk=on_disk)
+    in_ram = scalar.get("memory") in ("pinned", "cached") or scalar.get("always_ram") is True
+    quantile = scalar.get("quantile")
+    return Quantization(kind=str(scalar.get("type", "int8")), quantile=float(quantile) if quantile else None,
+                        always_ram=in_ram, originals_on_disk=on_disk)
 
 
 def _open_shard(shard_dir: Path, config: qe.EdgeConfig | None = None) -> qe.EdgeShard:

@@ -77,6 +77,28 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """How a collection's dense vectors are compressed; fixed when the collection is created."""
+
+    kind: str = "none"
+    """``none`` or ``int8`` (scalar quantization)."""
+    quantile: float | None = None
+    """int8: the quantile of the components that bounds the int8 range."""
+    always_ram: bool = False
+    """The quantized vectors are kept in RAM."""
+    originals_on_disk: bool = False
+    """The original float vectors are kept on disk (memory-mapped) and read only to rescore."""
+
+    def __str__(self) -> str:
+        if self.kind == "none":
+            return "none" + (" (vectors on disk)" if self.originals_on_disk else "")
+        quantile = "" if self.quantile is None else f"quantile {self.quantile:g}, "
+        ram = "in RAM" if self.always_ram else "on disk"
+        originals = "on disk" if self.originals_on_disk else "in RAM"
+        return f"{self.kind} ({quantile}quantized vectors {ram}, originals {originals})"
+
+
+@dataclass(frozen=True)
 class CollectionInfo:
     """What a collection is and what built it."""
 
@@ -94,6 +116,8 @@ class CollectionInfo:
     `vitrine index` runs on them again."""
     tags: Mapping[str, Any] | None = None
     """The tag vocabulary its products were tagged with (`common.vocabulary.Vocabulary.as_dict`), if any."""
+    quantization: Quantization = Quantization()
+    """How its dense vectors are compressed (the engine's own configuration of the collection)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +219,39 @@ class VectorStore(Protocol):
         """Remove the alias ``name`` and the collection behind it (no error if absent)."""
         ...
 
+    def create_version(self, alias: str, *, encoder: str, dim: int, weights: str = "") -> str:
+        """Create a new, empty physical collection (a version) for ``alias`` WITHOUT pointing the alias at it.
+
+        Every operation that takes a collection name also takes the returned physical name, so a rebuild can be
+        written into it while the alias still serves the old version; `switch_alias` then swaps it in.
+
+        Raises:
+            InvalidInput: a bad alias name, encoder name or dim.
+        """
+        ...
+
+    def switch_alias(self, alias: str, physical: str) -> str | None:
+        """Point ``alias`` at the version ``physical`` in one atomic step; return the version it pointed at before
+        (None if the alias is new). Readers see either the old version or the new one, never neither.
+
+        Raises:
+            NotFound: ``physical`` is not a version of ``alias``.
+        """
+        ...
+
+    def list_versions(self, alias: str) -> list[str]:
+        """The physical collections made for ``alias`` (aliased or not), oldest first."""
+        ...
+
+    def drop_version(self, physical: str) -> None:
+        """Remove the physical collection ``physical`` (no error if absent).
+
+        Raises:
+            InvalidInput: an alias points at it (switch the alias away, or use `drop_collection`).
+            StoreLocked: (embedded store) another process holds it open.
+        """
+        ...
+
     def upsert(self, name: str, points: Sequence[PointWrite]) -> None:
         """Write whole points (payload and vectors), replacing any earlier version. Durable on return."""
         ...
@@ -241,6 +298,11 @@ class VectorStore(Protocol):
         Qdrant formula query), and candidates come both from the plain nearest neighbours and from the
         nearest among the boosted products, so a boosted product just out of reach still competes. The
         returned scores include the boosts (`boost_of` gives the part to subtract).
+
+        On a quantized collection the candidates are found with the quantized vectors and, with the store's
+        ``rescore`` setting, re-scored by the originals (``oversampling`` candidates per result). ``exact``
+        compares the query with every original vector (no HNSW, no quantization): the reference that
+        ``bench/recall.py`` measures the approximate search against.
         """
         ...
 

@@ -52,11 +52,22 @@ from store._common import (
     physical_name,
     require_found,
     stored_points,
+    wanted_quantization,
 )
 from store._qdrant_util import condition as _condition
 from store._qdrant_util import connect, error_reason, to_qdrant_filter
 from store.lexical import LEXICAL, document_vector, query_vector
-from store.protocol import VECTOR_NAMES, Boost, CollectionInfo, FacetCount, Filter, PointWrite, StoredPoint
+from store.protocol import (
+    IMAGE,
+    VECTOR_NAMES,
+    Boost,
+    CollectionInfo,
+    FacetCount,
+    Filter,
+    PointWrite,
+    Quantization,
+    StoredPoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +113,7 @@ class QdrantServerStore:
         check_name(name)
         check_dim(encoder, dim)
         with self._call(f"opening collection {name!r}"):
-            physical = self._target(name)
+            physical = self._resolve(name)
             if physical is None:
                 physical = self._create(name, encoder=encoder, dim=dim, weights=weights)
             record = self._record(name, physical)
@@ -142,6 +153,63 @@ class QdrantServerStore:
                 models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))])
             self._client.delete_collection(physical)
             logger.info("dropped collection %r (%s) on %s", name, physical, self._location)
+
+    def create_version(self, alias: str, *, encoder: str, dim: int, weights: str = "") -> str:
+        """A new, empty version of ``alias`` that the alias does not point at (see `VectorStore.create_version`).
+
+        Raises:
+            InvalidInput: a bad alias name, encoder name or dim.
+            BackendUnavailable: the server cannot be reached.
+        """
+        check_name(alias)
+        check_dim(encoder, dim)
+        with self._call(f"creating a new version of {alias!r}"):
+            return self._create(alias, encoder=encoder, dim=dim, weights=weights, point_alias=False)
+
+    def switch_alias(self, alias: str, physical: str) -> str | None:
+        """Point ``alias`` at ``physical`` with one ``update_collection_aliases`` call (delete + create, applied
+        atomically by Qdrant); the version it pointed at before (see `VectorStore.switch_alias`).
+
+        Raises:
+            NotFound: ``physical`` is not a version of ``alias``.
+        """
+        with self._call(f"switching collection {alias!r} to {physical!r}"):
+            if alias not in self._version_aliases().get(physical, ()):
+                raise NotFound(f"no version {physical!r} of collection {alias!r} on {self._location}; it has "
+                               f"{self.list_versions(alias) or 'none'}")
+            previous = self._target(alias)
+            operations: list[models.AliasOperations] = []
+            if previous is not None:
+                operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+            operations.append(models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=physical, alias_name=alias)))
+            self._client.update_collection_aliases(change_aliases_operations=operations)
+            self._dims.pop(alias, None)
+            self._has_lexical.pop(alias, None)
+            logger.info("collection %r now points at %s (was %s) on %s", alias, physical, previous, self._location)
+            return previous
+
+    def list_versions(self, alias: str) -> list[str]:
+        """The collections Vitrine made for ``alias``, oldest first."""
+        with self._call(f"listing the versions of {alias!r}"):
+            return sorted(p for p, made_for in self._version_aliases().items() if alias in made_for)
+
+    def drop_version(self, physical: str) -> None:
+        """Remove the collection ``physical`` (see `VectorStore.drop_version`).
+
+        Raises:
+            InvalidInput: an alias points at it.
+        """
+        with self._call(f"dropping version {physical!r}"):
+            users = sorted(a.alias_name for a in self._client.get_aliases().aliases if a.collection_name == physical)
+            if users:
+                raise InvalidInput(f"version {physical!r} is in use by collection {users[0]!r}; switch the "
+                                   "collection to another version first, or drop the collection")
+            if self._client.collection_exists(physical):
+                self._client.delete_collection(physical)
+                logger.info("dropped version %s on %s", physical, self._location)
+            self._dims.pop(physical, None)
+            self._has_lexical.pop(physical, None)
 
     def ensure_payload_index(self, name: str, field: str, kind: str) -> None:
         """Index payload ``field`` (dotted paths reach in) as ``kind``; idempotent (see `VectorStore`). Local
@@ -292,7 +360,7 @@ class QdrantServerStore:
         checked_boosts = check_boosts(boosts)
         query_filter = to_qdrant_filter(filter)
         # local mode always searches exactly and warns about search params
-        params = None if self._local else models.SearchParams(hnsw_ef=self._settings.hnsw_ef, exact=exact)
+        params = None if self._local else self._search_params(exact=exact)
         with self._call(f"searching {name!r}"):
             if checked_boosts:
                 pools = [query_filter, *_boost_pools(query_filter, checked_boosts)]
@@ -328,7 +396,7 @@ class QdrantServerStore:
                 name, query=query.tolist(), using=using, limit=len(asked),
                 query_filter=models.Filter(must=[models.HasIdCondition(has_id=ids)]),
                 with_payload=False, with_vectors=False,
-                search_params=None if self._local else models.SearchParams(exact=True),
+                search_params=None if self._local else self._search_params(exact=True),
             )
         return {asked[str(p.id)]: float(p.score) for p in response.points}
 
@@ -389,7 +457,7 @@ class QdrantServerStore:
                 name, query=models.RecommendQuery(recommend=models.RecommendInput(
                     positive=pos, negative=neg, strategy=models.RecommendStrategy.BEST_SCORE)),
                 using=using, limit=limit, query_filter=query_filter, with_payload=True, with_vectors=False,
-                search_params=None if self._local else models.SearchParams(hnsw_ef=self._settings.hnsw_ef))
+                search_params=None if self._local else self._search_params(exact=False))
         return stored_points(response.points, with_vectors=False)
 
     def facet(self, name: str, field: str, *, filter: Filter | None = None, limit: int = 20) -> list[FacetCount]:
@@ -478,12 +546,12 @@ class QdrantServerStore:
         return NotFound(f"no collection {name!r} on {self._location} (run `vitrine index` first)")
 
     def _existing(self, name: str) -> str:
-        """The collection alias ``name`` points at.
+        """The collection alias ``name`` points at (or the version named ``name``).
 
         Raises:
-            NotFound: no such alias.
+            NotFound: no such alias or version.
         """
-        physical = self._target(name)
+        physical = self._resolve(name)
         if physical is None:
             raise self._not_found(name)
         return physical
@@ -494,6 +562,24 @@ class QdrantServerStore:
             if alias.alias_name == name:
                 return alias.collection_name
         return None
+
+    def _resolve(self, name: str) -> str | None:
+        """The collection alias ``name`` points at, or ``name`` itself when it is a collection Vitrine made."""
+        physical = self._target(name)
+        if physical is None and self._client.collection_exists(name):
+            meta = self._client.get_collection(name).config.metadata or {}
+            physical = name if METADATA_KEY in meta else None
+        return physical
+
+    def _version_aliases(self) -> dict[str, tuple[str, ...]]:
+        """Each collection Vitrine made, with the alias it was made for (a 1-tuple; empty when unreadable)."""
+        found: dict[str, tuple[str, ...]] = {}
+        for item in self._client.get_collections().collections:
+            meta = self._client.get_collection(item.name).config.metadata or {}
+            record = meta.get(METADATA_KEY)
+            if isinstance(record, Mapping):
+                found[item.name] = (str(record.get("alias", "")),)
+        return found
 
     def _record(self, name: str, physical: str) -> CollectionRecord:
         meta = self._client.get_collection(physical).config.metadata or {}
@@ -522,19 +608,26 @@ class QdrantServerStore:
             dim = self.collection_info(name).dim
         return dim
 
-    def _create(self, name: str, *, encoder: str, dim: int, weights: str = "") -> str:
+    def _create(self, name: str, *, encoder: str, dim: int, weights: str = "", point_alias: bool = True) -> str:
         physical = physical_name(name)
         record = new_record(name, encoder=encoder, dim=dim, weights=weights)
-        params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        params = _vector_params(dim, wanted_quantization(self._settings))
         self._client.create_collection(
             physical,
             vectors_config=dict.fromkeys(VECTOR_NAMES, params),
+            shard_number=self._settings.shard_number,
+            replication_factor=self._settings.replication_factor,
+            write_consistency_factor=self._settings.write_consistency_factor,
             sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             hnsw_config=models.HnswConfigDiff(m=self._settings.hnsw_m,
                                               ef_construct=self._settings.hnsw_ef_construct),
             metadata={METADATA_KEY: record.as_dict()},
         )
         self._ensure_indexes(physical)
+        if not point_alias:
+            logger.info("created version %s of %r (encoder %r, dim %d) on %s", physical, name, encoder, dim,
+                        self._location)
+            return physical
         winner = self._target(name)
         if winner is not None:  # another process created the alias meanwhile: use theirs
             self._client.delete_collection(physical)
@@ -556,10 +649,44 @@ class QdrantServerStore:
 
     def _info(self, name: str, physical: str, record: CollectionRecord) -> CollectionInfo:
         count = int(self._client.count(physical, exact=True).count)
-        sparse = self._client.get_collection(physical).config.params.sparse_vectors or {}
+        config = self._client.get_collection(physical).config
+        sparse = config.params.sparse_vectors or {}
         lexical = self._has_lexical[name] = LEXICAL in sparse
         return CollectionInfo(name=name, physical=physical, encoder=record.encoder, dim=record.dim,
-                              count=count, weights=record.weights, lexical=lexical, tags=record.tags)
+                              count=count, weights=record.weights, lexical=lexical, tags=record.tags,
+                              quantization=_quantization_of(config))
+
+    def _search_params(self, *, exact: bool) -> models.SearchParams:
+        """HNSW search with the settings' rescoring and oversampling (used by quantized collections, ignored by
+        others); ``exact``: every original vector, quantization ignored. Not for local mode, which is always
+        exact and warns about search params."""
+        if exact:
+            return models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
+        return models.SearchParams(hnsw_ef=self._settings.hnsw_ef, quantization=models.QuantizationSearchParams(
+            rescore=self._settings.rescore, oversampling=self._settings.oversampling))
+
+
+def _vector_params(dim: int, quantization: Quantization) -> models.VectorParams:
+    """One dense vector's parameters: cosine, quantized and with the originals placed as asked."""
+    if quantization.kind == "none":
+        return models.VectorParams(size=dim, distance=models.Distance.COSINE)
+    scalar = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+        type=models.ScalarType.INT8, quantile=quantization.quantile, always_ram=quantization.always_ram))
+    return models.VectorParams(size=dim, distance=models.Distance.COSINE, quantization_config=scalar,
+                               on_disk=quantization.originals_on_disk)
+
+
+def _quantization_of(config: models.CollectionConfig) -> Quantization:
+    """The quantization of a collection's ``image`` vector (or the collection-wide one), from its config."""
+    vectors = config.params.vectors
+    params = vectors.get(IMAGE) if isinstance(vectors, dict) else vectors
+    on_disk = bool(params is not None and params.on_disk)
+    chosen = (params.quantization_config if params is not None else None) or config.quantization_config
+    if not isinstance(chosen, models.ScalarQuantization):
+        return Quantization(originals_on_disk=on_disk)
+    scalar = chosen.scalar
+    return Quantization(kind=str(scalar.type.value), quantile=scalar.quantile, always_ram=bool(scalar.always_ram),
+                        originals_on_disk=on_disk)
 
 
 def _vectors(vectors: Mapping[str, NDArray[np.float32]], payload: Mapping[str, Any], *,

@@ -132,6 +132,55 @@ def test_list_and_drop_collections(store: VectorStore) -> None:
     assert store.ensure_collection("products", encoder="new-encoder", dim=8).count == 0
 
 
+# -- versions (a rebuild written aside, then swapped in) ---------------------------------------------
+
+def test_a_new_version_is_written_aside_then_switched_in(store: VectorStore) -> None:
+    loaded(store, 5, "products")
+    old = store.collection_info("products").physical
+    new = store.create_version("products", encoder=ENC, dim=DIM)
+    assert new.startswith("products-") and new != old
+    assert store.list_versions("products") == [old, new]
+    assert store.list_collections() == ["products"]
+    # the version is written and read by its own name while the alias still serves the old one
+    store.upsert(new, catalog(8, seed=5))
+    assert (store.count(new), store.count("products")) == (8, 5)
+    info = store.ensure_collection(new, encoder=ENC, dim=DIM)
+    assert (info.physical, info.count) == (new, 8)
+    assert store.search(new, vector=unit_vectors(1, DIM, seed=9)[0], using=IMAGE, limit=3)
+    with pytest.raises(InvalidInput, match="in use by collection 'products'"):
+        store.drop_version(old)
+    assert store.switch_alias("products", new) == old
+    assert store.collection_info("products").physical == new
+    assert store.count("products") == 8
+    store.drop_version(old)
+    store.drop_version(old)  # absent: no error
+    assert store.list_versions("products") == [new]
+    assert store.list_collections() == ["products"]
+
+
+def test_switching_to_a_version_of_another_alias_is_refused(store: VectorStore) -> None:
+    loaded(store, 3, "products")
+    loaded(store, 2, "archive")
+    other = store.collection_info("archive").physical
+    before = store.collection_info("products").physical
+    for bad in (other, "products-19990101000000000000", "nope"):
+        with pytest.raises(NotFound, match="no version"):
+            store.switch_alias("products", bad)
+    assert store.collection_info("products").physical == before
+    assert store.list_versions("nope") == []
+
+
+def test_an_alias_can_be_pointed_at_its_first_version(store: VectorStore) -> None:
+    new = store.create_version("fresh", encoder=ENC, dim=DIM)
+    assert store.list_collections() == []
+    with pytest.raises(NotFound):
+        store.collection_info("fresh")
+    store.upsert(new, catalog(4))
+    assert store.switch_alias("fresh", new) is None
+    assert store.list_collections() == ["fresh"]
+    assert store.count("fresh") == 4
+
+
 def test_reopen_after_close_keeps_everything(opener: Opener) -> None:
     if not opener.persistent:
         pytest.skip(":memory: keeps nothing after close")
