@@ -22,7 +22,7 @@ from api.errors import error_responses, install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.observability import ObservabilityMiddleware
 from api.openapi import install_openapi
-from api.routes import catalog, generate, health, images, metrics, products, search, web
+from api.routes import admin, catalog, generate, health, images, metrics, products, search, web
 from api.state import RETRY_S, Loader, ServiceState
 from api.uploads import UploadLimitMiddleware
 from api.wiring import open_search
@@ -89,6 +89,7 @@ def create_app(
     app.include_router(generate.router)
     app.include_router(web.router, **keyed)
     app.include_router(metrics.router)  # keyed by auth.public_metrics (api.auth.require_metrics_key)
+    app.include_router(admin.router)  # keyed, or loopback-only with auth off (api.routes.admin.require_admin)
     install_auth(app, settings)  # its CORS middleware goes outside the limits
     install_openapi(app, settings)  # the schema says the settings' bounds and which routes need a key
     # Outermost, so added last: request id, metrics and access log see every response (413s, CORS, 500s).

@@ -134,6 +134,20 @@ class ServiceState:
             raise EncoderMismatch(str(failure))
         raise BackendUnavailable(f"the search service is unavailable: {reason or status}")
 
+    def components(self) -> Components:
+        """The ready components (the store handle and the service), for jobs that run on the server's own store
+        (`api.routes.admin`).
+
+        Raises:
+            BackendUnavailable, EncoderMismatch: as `service`.
+        """
+        self.service()
+        with self._lock:
+            components = self._components
+        if components is None:
+            raise BackendUnavailable("the search service was shut down")
+        return components
+
     def reranking(self) -> Reranking:
         """The re-ranking of the ready service (one that says why there is no re-ranker, if none was set up).
 

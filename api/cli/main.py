@@ -29,6 +29,7 @@ EXIT_REJECTED = 3
 # Subcommand modules, in the order `vitrine --help` lists them.
 COMMANDS: tuple[str, ...] = (
     "api.cli.index",
+    "api.cli.reindex",
     "api.cli.search",
     "api.cli.recommend",
     "api.cli.facets",
