@@ -15,32 +15,66 @@ shared with other work, whose load drifts, disturbs the ratio less), and the med
 The ratio indexer/model is the share of the model's speed the pipeline keeps (target >= 0.85 on 2 cores:
 decoding must hide behind the model).
 
+**Device mode** (``--device cuda``; `device_mode`): images only, at GPU speed, nothing downloaded (random
+open_clip weights) and nothing on disk: ``--distinct`` synthetic photo-like JPEGs are made in memory and cycled
+to ``--count`` images. Three measurements, one after the other on the same batches:
+
+* **decode**: JPEG bytes -> the model's input on the device. ``--decode gpu``: the indexer's
+  `indexer.gpu_decode.DeviceDecoder` (``torchvision.io.decode_jpeg`` on a list of tensors, nvJPEG on CUDA,
+  then resize/crop/normalise there); ``--decode cpu``: Pillow (draft decoding) and the model's transform in
+  worker processes, as ``indexer.decode=cpu`` does, then a pinned, non-blocking copy;
+* **encode**: the model alone on those inputs (the baseline);
+* **end to end**: bytes -> vectors, decoding batch i+1 (a thread, or the worker processes) while the model
+  embeds batch i; the ratio end to end / encode is the share of the model's speed kept.
+
+The batch size is the largest that fits (doubling from 64 to 4096 until CUDA runs out of memory), or
+``--embed-batch``. Targets on one H200-class GPU: ViT-B-32 >= 5,000 images/s end to end, ViT-L-14 >= 1,500.
+Without CUDA it runs on the CPU with small counts and says so.
+
 Example::
 
     .venv/bin/python bench/ingest.py                     # ViT-B-32 random weights, 300 images
     .venv/bin/python bench/ingest.py --images 100 --model /path/to/tiny_open_clip --repeat 1
+    .venv/bin/python bench/ingest.py --device cuda --model open_clip:ViT-L-14/random --decode gpu
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
+import queue
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 from common.images import decode_image
-from common.settings import load_settings
+from common.settings import EmbedSettings, load_settings
 from embed import Encoder, build_encoder
+from embed.device_preprocess import DeviceEncoder, device_encoder
+from embed.protocol import ImageTransform
+from indexer.gpu_decode import DeviceDecoder
 from indexer.pipeline import IndexSummary, index_catalog
+from indexer.worker import init_worker
 from store.factory import open_store
+
+if TYPE_CHECKING:
+    import torch
+
+NO_GPU = "no GPU: ran on CPU; the targets (5,000 / 1,500 images/s) need a GPU"
+TARGETS = {"ViT-B-32": 5000, "ViT-L-14": 1500}
 
 COLOURS = ["red", "blue", "green", "black", "white", "beige", "navy", "olive"]
 KINDS = ["sneaker", "dress", "backpack", "jacket", "mug", "lamp", "watch", "scarf"]
@@ -126,6 +160,193 @@ def indexer_run(catalog: Path, encoder: Encoder, home: Path, *, workers: int, ba
         store.close()
 
 
+# --- device mode -------------------------------------------------------------------------------------
+
+
+def jpeg_bytes(index: int, width: int, height: int) -> bytes:
+    """A synthetic photo-like JPEG (`photo`), made in memory."""
+    buffer = io.BytesIO()
+    photo(index, width, height).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _cpu_prepare(blobs: Sequence[bytes], transform: ImageTransform, draft: int) -> NDArray[np.float32]:
+    """Worker process: Pillow decode (draft size) and the model's transform, as ``indexer.decode=cpu`` does."""
+    return np.stack([transform(decode_image(data, max_pixels=100_000_000, draft_size=draft)) for data in blobs])
+
+
+class CpuDecoder:
+    """Pillow in ``workers`` processes (``spawn``, idle CPU priority, as the indexer's), one piece of each batch
+    per worker, then a pinned, non-blocking copy to the device."""
+
+    def __init__(self, transform: ImageTransform, draft: int, device: torch.device, workers: int) -> None:
+        import multiprocessing
+
+        self.transform, self.draft, self.device, self.workers = transform, draft, device, workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=init_worker, initargs=("idle",))  # as the indexer's workers
+
+    def decode(self, blobs: Sequence[bytes]) -> torch.Tensor:
+        import torch
+
+        size = max(1, -(-len(blobs) // self.workers))
+        parts = [blobs[i : i + size] for i in range(0, len(blobs), size)]
+        arrays = list(self.pool.map(_cpu_prepare, parts, [self.transform] * len(parts), [self.draft] * len(parts)))
+        batch = torch.from_numpy(np.concatenate(arrays))
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def _sync(device: torch.device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def auto_batch(encoder: DeviceEncoder, size: tuple[int, int], device: torch.device, cap: int = 4096) -> int:
+    """The largest batch (64, 128, ... ``cap``) the model runs without running out of CUDA memory."""
+    import torch
+
+    if device.type != "cuda":
+        return 32
+    best = 0
+    batch = 64
+    while batch <= cap:
+        try:
+            encoder.embed_tensor(torch.zeros((batch, 3, *size), device=device))
+            best = batch
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+        batch *= 2
+    return max(best, 1)
+
+
+def _batches(blobs: Sequence[bytes], count: int, batch: int) -> Iterator[list[bytes]]:
+    """``count`` images in batches, cycling through ``blobs``."""
+    for start in range(0, count, batch):
+        yield [blobs[i % len(blobs)] for i in range(start, min(count, start + batch))]
+
+
+def _timed(run: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def device_mode(args: argparse.Namespace) -> int:
+    """Decode, encode and end-to-end images/s on ``--device`` (see the module's notes)."""
+    import torch
+
+    cuda = args.device.startswith("cuda") and torch.cuda.is_available()
+    if args.device.startswith("cuda") and not cuda:
+        print(NO_GPU)
+    device = torch.device(args.device if cuda else "cpu")
+    count = args.count or (8192 if cuda else 64)
+    distinct = min(args.distinct or (256 if cuda else 32), count)
+    dtype = args.dtype or ("bf16" if cuda else "fp32")
+    decode = args.decode if args.decode != "auto" else ("gpu" if cuda else "cpu")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    settings = EmbedSettings(device=str(device), dtype=dtype, batch_size=4096, compile=args.compile)
+    start = time.perf_counter()
+    if distinct > 16:  # photo() takes ~0.1-0.4 s each
+        with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+            blobs = list(pool.map(jpeg_bytes, range(distinct), [width] * distinct, [height] * distinct))
+    else:
+        blobs = [jpeg_bytes(i, width, height) for i in range(distinct)]
+    print(f"{distinct} synthetic JPEGs of {width}x{height} in memory ({np.mean([len(b) for b in blobs]) / 1e3:.0f} kB "
+          f"each, {time.perf_counter() - start:.1f} s), cycled to {count} images")
+    built = build_encoder(settings, args.model)
+    built.load()
+    encoder = device_encoder(built)
+    if encoder is None:
+        print(f"encoder {built.name} cannot embed device batches (no preprocessing spec); use an open_clip model")
+        return 2
+    spec = encoder.preprocess_spec
+    assert spec is not None
+    batch = min(count, args.embed_batch or auto_batch(encoder, spec.size, device))
+    workers = args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    if decode == "gpu":
+        on_device = DeviceDecoder(spec, device, max_pixels=100_000_000)
+
+        def decoder(part: Sequence[bytes]) -> torch.Tensor:
+            pixels = on_device.decode(part).pixels
+            assert pixels is not None
+            return pixels
+
+        how = f"torchvision.io.decode_jpeg on {device} (batched), resize/crop/normalise there"
+    else:
+        on_cpu = CpuDecoder(built.image_transform, built.image_size, device, workers)
+        decoder = on_cpu.decode  # type: ignore[assignment]
+        how = f"Pillow (draft) + transform in {workers} worker process(es), pinned copy to {device}"
+    print(f"model {built.name}, input {spec.size[0]} px, {device}/{dtype}, compile {'on' if args.compile else 'off'}, "
+          f"batch {batch}{' (auto)' if not args.embed_batch else ''}, torch threads {torch.get_num_threads()}; "
+          f"decode: {how}")
+    try:
+        warm = next(_batches(blobs, batch, batch))
+        encoder.embed_tensor(decoder(warm))  # warm-up: kernels, worker processes, compilation
+
+        decoded: list[torch.Tensor] = []
+
+        def encode_all() -> None:
+            for pixels in decoded:
+                encoder.embed_tensor(pixels)
+
+        decode_s = _timed(lambda: decoded.extend(decoder(part) for part in _batches(blobs, count, batch)), device)
+        encode_s = _timed(encode_all, device)
+        decoded.clear()
+        end_s = _timed(lambda: pipelined(decoder, encoder, _batches(blobs, count, batch)), device)
+    finally:
+        if decode == "cpu":
+            on_cpu.close()
+    arch = next((name for name in TARGETS if name in built.name), None)
+    target = f"   (target >= {TARGETS[arch]:,} on one H200-class GPU)" if arch else ""
+    rows = [
+        (f"decode ({'torchvision on ' + device.type if decode == 'gpu' else 'Pillow in workers'})",
+         f"{count / decode_s:10.1f} images/s"),
+        ("encode (model alone)", f"{count / encode_s:10.1f} images/s"),
+        ("end to end (decode overlapped)", f"{count / end_s:10.1f} images/s{target}"),
+        ("ratio end to end / encode", f"{encode_s / end_s:10.3f}"),
+    ]
+    print(f"\n{count} images:")
+    for label, value in rows:
+        print(f"{label:<40}{value}")
+    if not cuda:
+        print(NO_GPU)
+    return 0
+
+
+def pipelined(decoder: Callable[[Sequence[bytes]], torch.Tensor], encoder: DeviceEncoder,
+              batches: Iterator[list[bytes]], depth: int = 2) -> None:
+    """Embed every batch while a thread decodes the next ones (``depth`` ahead)."""
+    ready: queue.Queue[torch.Tensor | BaseException | None] = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for part in batches:
+                ready.put(decoder(part))
+        except BaseException as e:  # handed to the consumer, which raises it
+            ready.put(e)
+            return
+        ready.put(None)
+
+    thread = threading.Thread(target=produce, name="bench-decode", daemon=True)
+    thread.start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        encoder.embed_tensor(item)
+    thread.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -141,8 +362,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=True,
                         help="make thumbnails and previews as vitrine index does by default (default %(default)s)")
     parser.add_argument("--log-level", default="WARNING")
+    device = parser.add_argument_group("device mode (images/s of decode, encode and both; see above)")
+    device.add_argument("--device", default=None, help="run the device mode on this torch device (cuda, cuda:1, cpu)")
+    device.add_argument("--decode", choices=("gpu", "cpu", "auto"), default="auto",
+                        help="gpu: torchvision batch decode on the device; cpu: Pillow in worker processes "
+                             "(default auto: gpu on CUDA)")
+    device.add_argument("--count", type=int, default=None, help="images (default 8192 on CUDA, 64 on CPU)")
+    device.add_argument("--distinct", type=int, default=None, help="distinct JPEGs, cycled (default 256 / 32)")
+    device.add_argument("--embed-batch", type=int, default=None, help="model batch (default: largest that fits)")
+    device.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                        help="model dtype (default bf16 on CUDA, fp32 on CPU)")
+    device.add_argument("--compile", action="store_true", help="torch.compile the image tower")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.device is not None:
+        return device_mode(args)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
     settings = load_settings()

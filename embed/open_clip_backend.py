@@ -22,8 +22,9 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from common.errors import ConfigError, ModelNotFound
+from common.errors import ConfigError, InvalidInput, ModelNotFound
 from common.settings import EmbedSettings
+from embed.device_preprocess import PreprocessSpec, spec_from_transform
 from embed.hub import hub_cache_dir, hub_hint, in_hub_cache, not_found
 from embed.protocol import ImageTransform, Vectors
 from embed.torch_utils import ToArray, check_pixels, check_texts, embed_batches, torch_device, torch_dtype
@@ -117,9 +118,14 @@ def parse_spec(spec: str) -> Weights:
 
 
 class OpenClipEncoder:
-    """An open_clip model behind the `Encoder` protocol.
+    """An open_clip model behind the `Encoder` protocol (and `embed.device_preprocess.DeviceEncoder`).
 
     Construction parses the name only; ``load()`` (or first use) checks that the weights exist and loads them.
+
+    Speed on GPUs: ``settings.dtype`` fp16/bf16 casts the weights (open_clip's ``pure_fp16``/``pure_bf16``)
+    and runs the forward passes under ``torch.autocast`` of that dtype; CPU-prepared batches go to a CUDA
+    device from pinned memory with non-blocking copies; ``settings.compile`` compiles the image forward
+    with ``torch.compile`` on first use.
 
     Args:
         spec: everything after ``open_clip:`` in the model name.
@@ -149,6 +155,7 @@ class OpenClipEncoder:
         self._model: torch.nn.Module | None = None
         self._preprocess = preprocess
         self._tokenizer = tokenizer
+        self._image_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
         if model is not None:
             if preprocess is None or tokenizer is None:
                 raise ValueError("an injected open_clip model needs its preprocess and tokenizer too")
@@ -352,6 +359,56 @@ class OpenClipEncoder:
         model, _, _ = self._loaded
         return next(model.parameters())
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self._param().device
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec | None:
+        """Its evaluation transform as a `PreprocessSpec` (None when it holds steps that cannot run on a
+        device batch: then images are preprocessed on the CPU)."""
+        _, preprocess, _ = self._loaded
+        return spec_from_transform(preprocess)
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        """Autocast to ``settings.dtype`` (disabled for fp32, and on devices autocast does not know)."""
+        dtype = torch_dtype(self._settings.dtype)
+        enabled = dtype != torch.float32 and device.type in ("cuda", "cpu")
+        return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", dtype=dtype,
+                              enabled=enabled)
+
+    def _images_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``model.encode_image``, compiled with ``torch.compile`` when ``settings.compile`` (built once)."""
+        if self._image_forward is None:
+            model, _, _ = self._loaded
+            forward: Callable[[torch.Tensor], torch.Tensor] = model.encode_image  # type: ignore[assignment]
+            if self._settings.compile:
+                logger.info("compiling the image tower of %s with torch.compile (first batches are slow)", self.name)
+                forward = torch.compile(forward)
+            self._image_forward = forward
+        return self._image_forward
+
+    def _to_device(self, batch: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+        """A CPU batch on the model's device and dtype: pinned and copied without blocking on CUDA."""
+        if param.device.type == "cuda" and batch.device.type == "cpu" and torch.cuda.is_available():
+            batch = batch.pin_memory().to(param.device, non_blocking=True)
+        return batch.to(device=param.device, dtype=param.dtype)
+
+    def embed_tensor(self, pixels: torch.Tensor) -> Vectors:
+        """Embed a float32 (n, 3, H, W) batch preprocessed on any device (`embed.device_preprocess`):
+        (n, dim) float32, L2-normalised."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise InvalidInput(f"pixels of shape {tuple(pixels.shape)} cannot be embedded; expected (n, 3, H, W)")
+        param = self._param()
+        forward = self._images_forward()
+
+        def run(part: slice) -> torch.Tensor:
+            with self._autocast(param.device):
+                return forward(self._to_device(pixels[part], param))
+
+        return embed_batches(len(pixels), self._settings.batch_size, lambda: self.dim, run)
+
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         """Embed texts: (n, dim) float32, L2-normalised."""
         items = check_texts(texts)
@@ -360,7 +417,8 @@ class OpenClipEncoder:
 
         def run(part: slice) -> torch.Tensor:
             tokens = tokenizer(items[part]).to(device)
-            features: torch.Tensor = model.encode_text(tokens)  # type: ignore[operator]
+            with self._autocast(device):
+                features: torch.Tensor = model.encode_text(tokens)  # type: ignore[operator]
             return features
 
         return embed_batches(len(items), self._settings.batch_size, lambda: self.dim, run)
@@ -368,13 +426,13 @@ class OpenClipEncoder:
     def embed_pixels(self, pixels: NDArray[np.float32]) -> Vectors:
         """Embed preprocessed images (n, 3, H, W): (n, dim) float32, L2-normalised."""
         array = check_pixels(pixels)
-        model, _, _ = self._loaded
         param = self._param()
+        forward = self._images_forward()
 
         def run(part: slice) -> torch.Tensor:
             batch = torch.from_numpy(np.ascontiguousarray(array[part], dtype=np.float32))
-            features: torch.Tensor = model.encode_image(batch.to(param.device).to(param.dtype))  # type: ignore[operator]
-            return features
+            with self._autocast(param.device):
+                return forward(self._to_device(batch, param))
 
         return embed_batches(len(array), self._settings.batch_size, lambda: self.dim, run)
 

@@ -2,7 +2,13 @@
 
 The job runs the stages of `indexer.stages` with a window of batches in flight: while the model embeds
 batch *i* in this process, worker processes fetch, decode and preprocess the images of batches *i+1* and
-*i+2*. Per-batch read/image-wait/inference/write times are logged at DEBUG; their totals are in the summary.
+*i+2*. Per-batch read/image-wait/inference/write times are logged at DEBUG; their totals are in the summary,
+and so are seconds, counts and rates of each finer stage (``IndexSummary.stages``).
+
+Where JPEGs are decoded (``settings.indexer.decode``, `indexer.gpu_decode.choose_decode`): by Pillow in the
+workers (``cpu``; reduced-size ``Image.draft`` decoding when the model input is small), or, with an encoder
+on a GPU (``auto``) or when asked (``gpu``), in one batch per job batch on the encoder's device: the workers
+then only fetch, hash and check headers.
 
 Crash safety (``kill -9`` at any moment, then the same command again):
 
@@ -32,10 +38,11 @@ from common.thumbnails import ThumbnailStore
 from common.vocabulary import Vocabulary, load_vocabulary
 from embed.protocol import Encoder
 from indexer.fetch import FetchConfig
+from indexer.gpu_decode import DeviceDecoder, choose_decode
 from indexer.readers import catalog_format
 from indexer.report import IndexSummary, JobRecord, RejectReport
 from indexer.space import check_free_space
-from indexer.stages import CatalogReader, Embedder, PendingBatch, Writer
+from indexer.stages import STAGES, CatalogReader, Embedder, PendingBatch, Writer
 from indexer.state import load_state
 from indexer.tagging import Tagger
 from indexer.worker import ImagePreparer, WorkerConfig
@@ -129,6 +136,8 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
          job: JobRecord, report: RejectReport, prune: bool, progress: bool, started: float,
          vocabulary: Vocabulary | None = None) -> IndexSummary:
     timings = dict.fromkeys(("setup", "state", "read", "images", "inference", "write", "prune", "optimize"), 0.0)
+    stage_s = dict.fromkeys(STAGES, 0.0)
+    stage_n = dict.fromkeys(STAGES, 0)
     options = settings.indexer
     with report, ImagePreparer(workers=options.workers, priority=options.worker_priority) as preparer, \
             tqdm(total=_count_rows(catalog), unit="row", desc=f"indexing {catalog.name}",
@@ -152,13 +161,18 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
         timings["state"] = time.perf_counter() - start
         reader = CatalogReader(catalog, encoder=encoder.name, state=state, batch_size=options.batch_size,
                                tags=tagger.fingerprint if tagger is not None else None)
+        on_device = choose_decode(options.decode, encoder)
+        decoder = (DeviceDecoder.for_encoder(on_device, max_pixels=options.max_image_pixels)
+                   if on_device is not None else None)
+        if decoder is not None:
+            logger.info("decoding JPEGs in batches on %s (indexer.decode=%s)", decoder.device, options.decode)
         preparer.configure(WorkerConfig(fetch=FetchConfig.from_settings(settings, base_dir=catalog.parent),
                                         transform=encoder.image_transform, encoder=encoder.name,
                                         max_pixels=options.max_image_pixels, draft_size=encoder.image_size,
                                         thumbnails=ThumbnailStore.from_settings(settings)
-                                        if settings.images.thumbnails else None))
+                                        if settings.images.thumbnails else None, raw_jpeg=decoder is not None))
         embedder = Embedder(encoder=encoder, store=store, collection=name, preparer=preparer,
-                            chunks=options.workers, tagger=tagger)
+                            chunks=options.workers, tagger=tagger, decoder=decoder)
         writer = Writer(store=store, collection=name, report=report)
         batches = reader.batches()
         pending: deque[PendingBatch] = deque()
@@ -170,6 +184,7 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
                 timings["read"] += time.perf_counter() - start
                 if batch is None:
                     return
+                stage_n["read"] += batch.rows
                 pending.append(embedder.submit(batch))
 
         fill()
@@ -182,6 +197,9 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
             writer.write(embedded)
             for key in ("images", "inference", "write"):
                 timings[key] += embedded.timings.get(key, 0.0)
+            for key in STAGES:
+                stage_s[key] += embedded.timings.get(key, 0.0)
+                stage_n[key] += embedded.counts.get(key, 0)
             logger.debug("batch %d: %d rows (read %.3f s), %d embedded, %d payload updates, %d unchanged, "
                          "%d rejected; waited %.3f s for images, inference %.3f s, write %.3f s",
                          embedded.index, embedded.rows, current.batch.read_s, len(embedded.points),
@@ -213,10 +231,21 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
                            unchanged=writer.unchanged, rejected=writer.rejected, pruned=pruned,
                            seconds=time.perf_counter() - started, report=report.path if report.written else None,
                            timings=timings, notes=tuple(notes), thumbnails=writer.thumbnails,
-                           thumbnail_failures=writer.thumbnail_failures)
+                           thumbnail_failures=writer.thumbnail_failures,
+                           stages=stage_table({**stage_s, "read": timings["read"]}, stage_n))
     for outcome in INGEST_OUTCOMES:
         INGEST_ROWS.labels(outcome).inc(getattr(summary, outcome))
     return summary
+
+
+def stage_table(seconds: dict[str, float], counts: dict[str, int]) -> dict[str, dict[str, object]]:
+    """`IndexSummary.stages` from seconds and counts per stage of `indexer.stages.STAGES`."""
+    table: dict[str, dict[str, object]] = {}
+    for name, (where, unit) in STAGES.items():
+        spent, count = seconds.get(name, 0.0), counts.get(name, 0)
+        table[name] = {"seconds": spent, "count": count, "unit": unit,
+                       "per_s": count / spent if spent > 0 else 0.0, "where": where}
+    return table
 
 
 def _prune(store: VectorStore, name: str, *, stale: list[str], anonymous: int, notes: list[str]) -> int:

@@ -52,6 +52,11 @@ class IndexSummary:
     """Images whose thumbnail and preview were written (new or changed images, and unchanged ones that had none)."""
     thumbnail_failures: int = 0
     """Images whose thumbnail and preview could not be made (their products were indexed all the same)."""
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per stage (``indexer.stages.STAGES``: read, wait, fetch, decode, preprocess, device_decode,
+    device_preprocess, embed_text, embed_image, tag, upsert): ``seconds``, ``count`` (of ``unit``: rows, images,
+    texts or products), ``per_s`` (count / seconds) and ``where`` (``main``: in turn in the job's process;
+    ``workers``: summed over the worker processes, in parallel with the rest)."""
 
     @property
     def rate(self) -> float:
@@ -71,6 +76,8 @@ class IndexSummary:
         data["rate"] = round(self.rate, 3)
         data["seconds"] = round(self.seconds, 3)
         data["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        data["stages"] = {name: {key: round(value, 3) if isinstance(value, float) else value
+                                 for key, value in stage.items()} for name, stage in self.stages.items()}
         data["exit_code"] = self.exit_code
         return data
 

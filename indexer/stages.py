@@ -35,14 +35,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import BackendUnavailable
 from common.product import Product
+from embed.device_preprocess import DeviceEncoder
 from embed.protocol import Encoder
+from indexer.gpu_decode import DeviceDecoder
 from indexer.readers import BadRow, iter_products
 from indexer.report import RejectReport
 from indexer.state import ContentHashes, payload_hash, text_hash
@@ -105,10 +107,37 @@ class EmbeddedBatch:
     unchanged: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    """Seconds: ``images`` (waiting for the workers), ``inference`` and ``write`` (totals), and per stage (see
+    `STAGES`; ``fetch``, ``decode`` and ``preprocess`` summed over the worker processes)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Items each stage of `STAGES` handled in this batch."""
     thumbnails: int = 0
     """Images whose thumbnail and preview were written."""
     thumbnail_failures: int = 0
     """Images whose missing thumbnail and preview could not be made (their products are indexed all the same)."""
+
+
+STAGES: dict[str, tuple[str, str]] = {
+    "read": ("main", "rows"),
+    "wait": ("main", "images"),
+    "fetch": ("workers", "images"),
+    "decode": ("workers", "images"),
+    "preprocess": ("workers", "images"),
+    "device_decode": ("main", "images"),
+    "device_preprocess": ("main", "images"),
+    "embed_text": ("main", "texts"),
+    "embed_image": ("main", "images"),
+    "tag": ("main", "products"),
+    "upsert": ("main", "products"),
+}
+"""The stages of the job's summary: name -> (where it runs, what it counts). ``main`` stages run in turn in
+the job's process (their seconds add up to at most the job's); ``workers`` stages are summed over the
+worker processes, which run them in parallel with the main process (and with each other)."""
+
+
+def _add(batch: EmbeddedBatch, stage: str, seconds: float, count: int) -> None:
+    batch.timings[stage] = batch.timings.get(stage, 0.0) + seconds
+    batch.counts[stage] = batch.counts.get(stage, 0) + count
 
 
 def stored_payload(product: Product, hashes: ContentHashes, tags: Tags | None = None) -> dict[str, Any]:
@@ -193,11 +222,17 @@ def _reuses(item: Planned, hashes: ContentHashes, result: ImageResult | None) ->
 
 
 class Embedder:
-    """Prepares images in the workers and runs the model on what changed."""
+    """Prepares images in the workers and runs the model on what changed.
+
+    With a ``decoder`` (`indexer.gpu_decode`, the preparer's workers configured with ``raw_jpeg``), the JPEGs
+    the workers hand back as bytes are decoded and preprocessed in one batch on the encoder's device, and
+    embedded there (``encoder`` must then be a `embed.device_preprocess.DeviceEncoder`).
+    """
 
     def __init__(self, *, encoder: Encoder, store: VectorStore, collection: str, preparer: ImagePreparer,
-                 chunks: int, tagger: Tagger | None = None) -> None:
+                 chunks: int, tagger: Tagger | None = None, decoder: DeviceDecoder | None = None) -> None:
         self.encoder = encoder
+        self.decoder = decoder
         self.tagger = tagger
         self.store = store
         self.collection = collection
@@ -225,6 +260,7 @@ class Embedder:
         start = time.perf_counter()
         texts = self._embed_new_texts(batch.items)
         inference = time.perf_counter() - start
+        _add(out, "embed_text", inference, len(texts))
 
         start = time.perf_counter()
         images: dict[int, ImageResult] = {}
@@ -242,6 +278,10 @@ class Embedder:
                                          f"{e}); set VITRINE_INDEXER__WORKERS=0 to prepare them in-process"
                                          ) from e
         out.timings["images"] = time.perf_counter() - start
+        _add(out, "wait", out.timings["images"], len(images))
+        for stage in ("fetch", "decode", "preprocess"):
+            done = [result for result in images.values() if getattr(result, f"{stage}_s") > 0]
+            _add(out, stage, sum(getattr(result, f"{stage}_s") for result in done), len(done))
         out.thumbnails = sum(result.thumbnailed for result in images.values())
         out.thumbnail_failures = sum(result.thumbnail_error is not None for result in images.values())
 
@@ -267,13 +307,14 @@ class Embedder:
                         out.payloads[item.product.id] = stored_payload(item.product, hashes)
                     continue
             work.append((key, item, hashes, result))
-        work += self._retag(retag, out.payloads)
-        out.points = self._embed(work, texts, out.rejected)
+        work += self._retag(retag, out.payloads, out)
+        out.points = self._embed(work, texts, out.rejected, out)
         out.timings["inference"] = inference + time.perf_counter() - start
         return out
 
     def _retag(self, retag: Sequence[tuple[int, Planned, ContentHashes, ImageResult | None]],
-               payloads: dict[str, dict[str, Any]]) -> list[tuple[int, Planned, ContentHashes, ImageResult | None]]:
+               payloads: dict[str, dict[str, Any]], out: EmbeddedBatch
+               ) -> list[tuple[int, Planned, ContentHashes, ImageResult | None]]:
         """Tag products whose vectors are unchanged from their stored image vectors; put their payloads in
         ``payloads``. Returns the products whose stored image vector vanished (to embed again)."""
         if not retag:
@@ -283,7 +324,9 @@ class Embedder:
         stored = {point.product_id: point.vectors[IMAGE] for point in found if IMAGE in point.vectors}
         ready = [entry for entry in retag if entry[1].product.id in stored]
         if ready:
+            start = time.perf_counter()
             tags = self.tagger.tag(np.stack([stored[item.product.id] for _, item, _, _ in ready]))
+            _add(out, "tag", time.perf_counter() - start, len(ready))
             for (_, item, hashes, _), product_tags in zip(ready, tags, strict=True):
                 payloads[item.product.id] = stored_payload(item.product, hashes, product_tags)
         return [entry for entry in retag if entry[1].product.id not in stored]
@@ -298,16 +341,19 @@ class Embedder:
         return dict(zip(keys, vectors, strict=True))
 
     def _embed(self, work: Sequence[tuple[int, Planned, ContentHashes, ImageResult | None]],
-               texts: dict[int, NDArray[np.float32]], rejected: list[Rejection]) -> list[PointWrite]:
+               texts: dict[int, NDArray[np.float32]], rejected: list[Rejection],
+               out: EmbeddedBatch | None = None) -> list[PointWrite]:
         """Vectors for each product: embedded when new or changed, copied from the store otherwise."""
         reuse_ids = [item.product.id for _, item, hashes, result in work if _reuses(item, hashes, result)]
         stored: dict[str, dict[str, NDArray[np.float32]]] = {}
         if reuse_ids:
             found = self.store.retrieve(self.collection, reuse_ids, with_vectors=True)
             stored = {point.product_id: point.vectors for point in found}
+        out = out if out is not None else EmbeddedBatch(index=-1, rows=0)
         vectors: list[dict[str, NDArray[np.float32]]] = [{} for _ in work]
         missing_texts: list[tuple[int, str]] = []
         pixels: list[tuple[int, NDArray[np.float32]]] = []
+        raw: list[tuple[int, bytes]] = []
         redo: list[ImageTask] = []
         for i, (key, item, hashes, result) in enumerate(work):
             old = stored.get(item.product.id, {})
@@ -321,6 +367,8 @@ class Embedder:
             if result is not None:
                 if result.pixels is not None:
                     pixels.append((i, result.pixels))
+                elif result.data is not None:
+                    raw.append((i, result.data))
                 elif IMAGE in old:
                     vectors[i][IMAGE] = old[IMAGE]
                 else:  # the stored vector vanished since the state was read: decode after all
@@ -328,27 +376,60 @@ class Embedder:
                     redo.append(ImageTask(i, item.image_ref))
         failed: set[int] = set()
         for result in self.preparer.prepare_here(redo) if redo else []:
-            if result.pixels is None:
+            if result.pixels is not None:
+                pixels.append((result.key, result.pixels))
+            elif result.data is not None:
+                raw.append((result.key, result.data))
+            else:
                 failed.add(result.key)
                 item = work[result.key][1]
                 rejected.append(Rejection(item.line, item.product.id, result.error or "image vanished"))
-            else:
-                pixels.append((result.key, result.pixels))
         if missing_texts:
+            start = time.perf_counter()
             embedded = self.encoder.embed_texts([text for _, text in missing_texts])
+            _add(out, "embed_text", time.perf_counter() - start, len(missing_texts))
             for (i, _), vector in zip(missing_texts, embedded, strict=True):
                 vectors[i][TEXT] = vector
+        if raw:
+            self._embed_raw(work, raw, vectors=vectors, failed=failed, rejected=rejected, out=out)
         if pixels:
+            start = time.perf_counter()
             stack = np.stack([p for _, p in pixels])
             for (i, _), vector in zip(pixels, self.encoder.embed_pixels(stack), strict=True):
                 vectors[i][IMAGE] = vector
+            _add(out, "embed_image", time.perf_counter() - start, len(pixels))
         tags: dict[int, Tags] = {}
         tagged = [i for i, (_, _, hashes, _) in enumerate(work)
                   if hashes.tags is not None and IMAGE in vectors[i] and i not in failed]
         if self.tagger is not None and tagged:
+            start = time.perf_counter()
             tags = dict(zip(tagged, self.tagger.tag(np.stack([vectors[i][IMAGE] for i in tagged])), strict=True))
+            _add(out, "tag", time.perf_counter() - start, len(tagged))
         return [PointWrite(item.product.id, stored_payload(item.product, hashes, tags.get(i)), vectors[i])
                 for i, (_, item, hashes, _) in enumerate(work) if i not in failed]
+
+
+    def _embed_raw(self, work: Sequence[tuple[int, Planned, ContentHashes, ImageResult | None]],
+                   raw: Sequence[tuple[int, bytes]], *, vectors: list[dict[str, NDArray[np.float32]]],
+                   failed: set[int], rejected: list[Rejection], out: EmbeddedBatch) -> None:
+        """Decode JPEG bytes on the encoder's device in one batch and embed them there."""
+        if self.decoder is None:
+            raise RuntimeError("image bytes came back for device decoding, but the Embedder has no decoder")
+        refs = [work[i][1].image_ref or f"image of {work[i][1].product.id!r}" for i, _ in raw]
+        decoded = self.decoder.decode([data for _, data in raw], refs)
+        _add(out, "device_decode", decoded.decode_s, len(raw))
+        _add(out, "device_preprocess", decoded.preprocess_s, len(decoded.keys))
+        for position, reason in decoded.errors.items():
+            i = raw[position][0]
+            failed.add(i)
+            item = work[i][1]
+            rejected.append(Rejection(item.line, item.product.id, reason))
+        if decoded.keys and decoded.pixels is not None:
+            start = time.perf_counter()
+            embedded = cast(DeviceEncoder, self.encoder).embed_tensor(decoded.pixels)
+            for position, vector in zip(decoded.keys, embedded, strict=True):
+                vectors[raw[position][0]][IMAGE] = vector
+            _add(out, "embed_image", time.perf_counter() - start, len(decoded.keys))
 
 
 class Writer:
@@ -372,6 +453,7 @@ class Writer:
             self.report.add(line=row.line, product_id=row.product_id, reason=row.reason)
         self.report.flush()
         batch.timings["write"] = time.perf_counter() - start
+        _add(batch, "upsert", batch.timings["write"], len(batch.points) + len(batch.payloads))
         self.rows += batch.rows
         self.indexed += len(batch.points)
         self.updated += len(batch.payloads)

@@ -13,12 +13,22 @@ task's ``expected_hash`` (the image is unchanged and its stored vector still hol
 preprocesses them into float32 (3, H, W) arrays. With a `ThumbnailStore` in the config, it also writes the
 image's thumbnail and preview from the decoded picture when they are missing (decoding an unchanged image
 for them alone, which leaves it unchanged); a failure to write them is counted, never a rejection.
+
+With ``WorkerConfig.raw_jpeg`` (``indexer.decode`` = gpu, see `indexer.gpu_decode`), a JPEG whose header
+reads well is not decoded into pixels here: its bytes go back (``ImageResult.data``) for the main process to
+decode in batches on the encoder's device (thumbnails, when missing, are still made here, from a draft-size
+decode). Other formats, and JPEGs whose header does not read, take the usual path.
+
+Each result carries its share of the chunk's fetch time and its own decode and preprocess times, for the
+job's per-stage timings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
+import io
 import logging
 import multiprocessing
 import os
@@ -41,6 +51,7 @@ from common.images import decode_image
 from common.thumbnails import ThumbnailStore
 from embed.protocol import ImageTransform
 from indexer.fetch import FetchConfig, ImageFetcher, is_url
+from indexer.gpu_decode import is_jpeg
 from indexer.state import image_hash
 
 logger = logging.getLogger(__name__)
@@ -74,11 +85,19 @@ class ImageResult:
     """Its thumbnail and preview were written now."""
     thumbnail_error: str | None = None
     """Why its missing thumbnail and preview could not be made (the image itself is fine)."""
+    data: bytes | None = None
+    """The JPEG's bytes, left for the main process to decode on the encoder's device (``raw_jpeg``)."""
+    fetch_s: float = 0.0
+    """Its share of the time its chunk spent fetching (reading files, downloading)."""
+    decode_s: float = 0.0
+    """Time spent decoding it (and checking its header; thumbnails included)."""
+    preprocess_s: float = 0.0
+    """Time spent in the model's preprocessing."""
 
     @property
     def unchanged(self) -> bool:
         """The bytes hashed to the expected hash and were not decoded."""
-        return self.error is None and self.pixels is None
+        return self.error is None and self.pixels is None and self.data is None
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,8 @@ class WorkerConfig:
     """Where thumbnails and previews go (None: none are made)."""
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Identifies the job: workers build their fetcher once per token."""
+    raw_jpeg: bool = False
+    """Return readable JPEGs as bytes (``ImageResult.data``) instead of pixels: decoded on the device later."""
 
 
 class _Context:
@@ -140,6 +161,8 @@ class _Context:
         thumbnails = self.config.thumbnails is not None and not self.config.thumbnails.has(digest)
         if unchanged and not thumbnails:
             return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start)
+        if self.config.raw_jpeg and not unchanged and is_jpeg(data) and self._header_ok(data):
+            return self._raw(task, digest, data, thumbnails, start)
         try:
             image = decode_image(data, max_pixels=self.config.max_pixels, source=task.ref,
                                  draft_size=self._draft_size(data, thumbnails))
@@ -148,10 +171,11 @@ class _Context:
                 return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start,
                                    thumbnail_error=self._thumbnail_failed(task, str(e)))
             return ImageResult(task.key, hash=digest, error=str(e))
+        decoded = time.perf_counter()
         if unchanged:
             failure = self._thumbnail(task, digest, image, data)
             return ImageResult(task.key, hash=digest, seconds=time.perf_counter() - start,
-                               thumbnailed=failure is None, thumbnail_error=failure)
+                               thumbnailed=failure is None, thumbnail_error=failure, decode_s=decoded - start)
         try:
             pixels = self.config.transform(image)
         except VitrineError as e:
@@ -160,10 +184,37 @@ class _Context:
             logger.debug("preprocessing %s failed", task.ref, exc_info=True)
             return ImageResult(task.key, hash=digest, error=f"{task.ref}: cannot preprocess the image "
                                                              f"({type(e).__name__}: {e})")
+        preprocessed = time.perf_counter()
         failure = self._thumbnail(task, digest, image, data) if thumbnails else None  # after a possible rejection
+        end = time.perf_counter()
         return ImageResult(task.key, hash=digest, pixels=np.asarray(pixels, dtype=np.float32),
-                           seconds=time.perf_counter() - start, thumbnailed=thumbnails and failure is None,
-                           thumbnail_error=failure)
+                           seconds=end - start, thumbnailed=thumbnails and failure is None,
+                           thumbnail_error=failure, decode_s=decoded - start + end - preprocessed,
+                           preprocess_s=preprocessed - decoded)
+
+    def _header_ok(self, data: bytes) -> bool:
+        """Whether the JPEG header reads and is within ``max_pixels`` (else the usual path explains why not)."""
+        try:
+            with Image.open(io.BytesIO(data), formats=["JPEG"]) as probe:
+                width, height = probe.size
+        except Exception:  # untrusted bytes: decode_image gives the reason
+            return False
+        return 0 < width * height <= self.config.max_pixels
+
+    def _raw(self, task: ImageTask, digest: str, data: bytes, thumbnails: bool, start: float) -> ImageResult:
+        """A JPEG left for the device: its thumbnails made here when missing (from a draft-size decode)."""
+        failure = None
+        if thumbnails:
+            try:
+                image = decode_image(data, max_pixels=self.config.max_pixels, source=task.ref,
+                                     draft_size=self._draft_size(data, True))
+            except VitrineError as e:
+                return ImageResult(task.key, hash=digest, error=str(e))
+            failure = self._thumbnail(task, digest, image, data)
+        end = time.perf_counter()
+        return ImageResult(task.key, hash=digest, data=data, seconds=end - start,
+                           decode_s=end - start if thumbnails else 0.0,  # a header check is no decoding
+                           thumbnailed=thumbnails and failure is None, thumbnail_error=failure)
 
     def fetch(self, ref: str) -> bytes | VitrineError:
         try:
@@ -179,7 +230,9 @@ class _Context:
                 blobs = list(pool.map(self.fetch, [task.ref for task in tasks]))
         else:
             blobs = [self.fetch(task.ref) for task in tasks]
-        results = [self.prepare(task, data) for task, data in zip(tasks, blobs, strict=True)]
+        fetch_s = (time.perf_counter() - start) / max(1, len(tasks))
+        results = [dataclasses.replace(self.prepare(task, data), fetch_s=fetch_s)
+                   for task, data in zip(tasks, blobs, strict=True)]
         logger.debug("prepared %d images in %.3f s", len(tasks), time.perf_counter() - start)
         return results
 

@@ -53,3 +53,19 @@ def test_the_text_shows_limits_logs_and_the_metrics_path(tmp_path: Path) -> None
     assert lines["auth"] == "off (no API keys set)" and lines["cors"] == "same origin only"
     assert "api.max_body_bytes 2048" in lines["limits"] and "search.max_limit 50" in lines["limits"]
     assert lines["logs"] == "json (settings log_format)" and lines["metrics"] == "GET /metrics"
+
+
+def test_info_shows_the_collections_quantization(tmp_path: Path) -> None:
+    from api.cli.info import describe
+    from store.factory import open_store
+
+    settings = Settings(home=tmp_path, store={"quantization": "int8", "quantization_quantile": 0.98})
+    store = open_store(settings)
+    try:
+        store.ensure_collection("products", encoder="demo", dim=8)
+    finally:
+        store.close()
+    data = describe(Settings(home=tmp_path, store={"quantization": "none"}))  # the collection keeps its own
+    assert data["quantization"] == "int8 (quantile 0.98, quantized vectors in RAM, originals on disk)"
+    lines = dict(line.split(None, 1) for line in format_info(data).splitlines())
+    assert lines["quantization"] == data["quantization"]
