@@ -60,6 +60,8 @@ class EmbedSettings(_Group):
     device: TorchDevice = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps.")
     dtype: Dtype = Field("fp32", description="Weights and activations: fp32, fp16 or bf16.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images or texts per forward pass.")
+    compile: bool = Field(False, description="Compile the image tower with torch.compile (open_clip; slower "
+                          "start, faster steady state on GPUs; off by default).")
 
 
 class StoreSettings(_Group):
@@ -73,6 +75,34 @@ class StoreSettings(_Group):
     hnsw_ef_construct: int = Field(128, ge=8, le=4096, description="HNSW build-time candidate list.")
     hnsw_ef: int = Field(128, ge=8, le=4096, description="HNSW search-time candidate list.")
     timeout_s: float = Field(10.0, gt=0, description="Request timeout against a Qdrant server, seconds.")
+    quantization: Literal["none", "int8"] = Field(
+        "int8", description="Compression of the dense vectors of collections created from now on (existing ones "
+        "keep theirs; `vitrine info` shows it): int8 (scalar quantization, 4x smaller, searched with rescoring "
+        "by the original vectors; recall@10 vs exact search in docs/benchmarks.md) or none. Both backends.")
+    quantization_quantile: float = Field(0.99, ge=0.5, le=1.0, description="int8 quantization: the quantile of "
+                                         "the vector components that bounds the int8 range (outliers clipped).")
+    quantization_always_ram: bool = Field(True, description="int8 quantization: keep the quantized vectors in RAM.")
+    on_disk_vectors: bool = Field(True, description="With quantization: keep the original float vectors on disk "
+                                  "(memory-mapped), read only to rescore the best candidates; without "
+                                  "quantization the originals stay in RAM.")
+    rescore: bool = Field(True, description="Quantized collections: re-score the candidates found with the "
+                          "quantized vectors by the original ones.")
+    oversampling: float = Field(2.0, ge=1.0, le=16.0, description="Quantized collections: candidates fetched with "
+                                "the quantized vectors per result asked, before rescoring.")
+    shard_number: int | None = Field(None, ge=1, le=1024, description="Qdrant server only: shards of a new "
+                                     "collection, a multiple of the cluster's nodes (unset: the server's default, "
+                                     "one per node; docker-compose.cluster.yml sets 6 for its 3 nodes).")
+    replication_factor: int = Field(1, ge=1, le=16, description="Qdrant server only: copies of each shard of a "
+                                    "new collection (docker-compose.cluster.yml sets 2).")
+    write_consistency_factor: int = Field(1, ge=1, le=16, description="Qdrant server only: replicas that must "
+                                          "apply a write before it returns (at most replication_factor).")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> StoreSettings:
+        if self.write_consistency_factor > self.replication_factor:
+            raise ValueError(f"store write_consistency_factor {self.write_consistency_factor} must be at most "
+                             f"replication_factor {self.replication_factor}")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -95,12 +125,35 @@ class IndexerSettings(_Group):
         "idle", description="CPU priority of image preparation: idle (only CPU the model leaves unused; "
         "best on a machine of its own), low (nice 10; on machines shared with other busy jobs) or normal.")
     batch_size: int = Field(64, ge=1, le=8192, description="Products per embedding and upsert batch.")
+    decode: Literal["cpu", "gpu", "auto"] = Field(
+        "auto", description="Where JPEGs are decoded and preprocessed: cpu (Pillow in the worker processes), gpu "
+        "(in batches with torchvision on the encoder's device, Pillow for the images that fail) or auto (gpu "
+        "when the encoder runs on CUDA and tells its preprocessing, else cpu).")
     fetch_timeout_s: float = Field(10.0, gt=0, le=600, description="Timeout of one image download, seconds.")
     fetch_retries: int = Field(3, ge=0, le=20, description="Retries of a failed download (with backoff).")
     max_image_bytes: int = Field(20_000_000, ge=1024, description="Largest image file accepted, bytes.")
     max_image_pixels: int = Field(50_000_000, ge=1024, description="Largest image accepted, width x height.")
     image_roots: tuple[Path, ...] = Field((), description="Folders local image paths may point into, besides "
                                           "the catalog's own folder.")
+    catalog_roots: tuple[Path, ...] = Field((), description="Folders a running API may read catalogs from when "
+                                            "asked to re-index (POST /admin/reindex, `vitrine reindex` through "
+                                            "the server); empty: it reads none.")
+
+
+class RaySettings(_Group):
+    """Ingestion on a Ray cluster: `vitrine index --engine ray` (the ray extra: pip install 'vitrine[ray]')."""
+
+    address: str | None = Field(None, description="Ray cluster to join: auto (the running cluster), "
+                                "ray://HOST:10001 (Ray client); unset: start a local one for the job.")
+    actors: int = Field(1, ge=1, le=1024, description="Embedding actors (one model load each; one GPU each "
+                        "when embed.device is cuda).")
+    gpus_per_actor: float = Field(1.0, gt=0, le=8, description="GPUs each embedding actor reserves when "
+                                  "embed.device is cuda (0.5: two actors share a GPU).")
+    cpus_per_task: float = Field(1.0, gt=0, le=64, description="CPUs each fetch-and-decode task reserves.")
+    block_rows: int = Field(1024, ge=1, le=1_000_000, description="Catalog rows per dataset block (the unit "
+                            "of work of the fetch-and-decode tasks).")
+    writers: int = Field(2, ge=1, le=256, description="Parallel write tasks to a Qdrant server (the embedded "
+                         "store is always written by the driver alone).")
 
 
 class FetchSettings(_Group):
@@ -151,6 +204,12 @@ class SearchSettings(_Group):
                                    "`vitrine dedup` takes two products for near-duplicates.")
     similar_k: int = Field(20, ge=1, le=1000, description="Neighbours per product `vitrine similar --all` "
                            "precomputes.")
+    batch_window_ms: float = Field(2.0, ge=0, le=1000, description="Micro-batching of query encodings: the "
+                                   "longest wait, milliseconds, after a query is queued for concurrent ones to "
+                                   "join its encoder call (search/batching.py); 0: no batching, each query is "
+                                   "encoded in its own thread.")
+    max_batch: int = Field(32, ge=1, le=4096, description="Most query texts or images in one micro-batched "
+                           "encoder call.")
 
 
 class TagSettings(_Group):
@@ -353,6 +412,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     store: StoreSettings = StoreSettings()
     indexer: IndexerSettings = IndexerSettings()
+    ray: RaySettings = RaySettings()
     fetch: FetchSettings = FetchSettings()
     search: SearchSettings = SearchSettings()
     api: ApiSettings = ApiSettings()

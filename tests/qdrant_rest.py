@@ -103,6 +103,7 @@ def _get_collection(shim: QdrantRestServer, c: str, body: Any, q: dict[str, str]
 def _create_collection(shim: QdrantRestServer, c: str, body: models.CreateCollection, q: dict[str, str]) -> Any:
     if shim.client.collection_exists(c):
         raise ValueError(f"Wrong input: Collection `{c}` already exists!")
+    shim.created[c] = body  # local mode drops shard_number, replication_factor, ...: tests read what was asked
     return shim.client.create_collection(c, vectors_config=body.vectors, sparse_vectors_config=body.sparse_vectors,
                                     metadata=body.metadata)
 
@@ -274,6 +275,8 @@ class QdrantRestServer:
         requests: requests answered so far; ``unknown``: the ``METHOD /path`` of those no route answered.
         before: called with ``(method, path)`` before each request is answered (a test's fault injector: it may
             `stop` the server, whose answer then never arrives).
+        created: the body of each ``PUT /collections/NAME`` by collection name (local mode keeps no shard or
+            replication settings; a test reads here what the client asked for).
     """
 
     def __init__(self, folder: Path, port: int = 0) -> None:
@@ -287,6 +290,7 @@ class QdrantRestServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # local mode is not thread-safe
         self.schemas: dict[str, dict[str, models.PayloadSchemaType]] = {}  # collection -> field -> kind
+        self.created: dict[str, models.CreateCollection] = {}  # collection -> the body that created it
 
     @property
     def url(self) -> str:
