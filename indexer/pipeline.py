@@ -212,21 +212,12 @@ def _run(catalog: Path, *, name: str, settings: Settings, encoder: Encoder, stor
             bar.refresh()
 
     notes: list[str] = []
-    if writer.thumbnail_failures:
-        note = (f"{writer.thumbnail_failures} image(s) got no thumbnail and preview (see the warnings above: disk "
-                f"full? folder {str(settings.images_dir)!r} not writable?); the next run tries again")
-        logger.warning(note)
-        notes.append(note)
-    pruned = 0
-    if prune:
-        start = time.perf_counter()
-        pruned = _prune(store, name, stale=[pid for pid in state if pid not in reader.seen],
-                        anonymous=reader.anonymous_rejects, notes=notes)
-        timings["prune"] = time.perf_counter() - start
-    if writer.indexed or pruned:  # build the vector indexes now, not on the first searches
-        start = time.perf_counter()
-        store.optimize(name)
-        timings["optimize"] = time.perf_counter() - start
+    pruned = finish_job(store, name, notes=notes, timings=timings, wrote=bool(writer.indexed),
+                        thumbnail_failures=writer.thumbnail_failures,
+                        thumbnail_hint=f"see the warnings above: disk full? folder {str(settings.images_dir)!r} "
+                        "not writable?",
+                        stale=[pid for pid in state if pid not in reader.seen] if prune else None,
+                        anonymous=reader.anonymous_rejects)
     summary = IndexSummary(collection=name, rows=writer.rows, indexed=writer.indexed, updated=writer.updated,
                            unchanged=writer.unchanged, rejected=writer.rejected, pruned=pruned,
                            seconds=time.perf_counter() - started, report=report.path if report.written else None,
@@ -246,6 +237,28 @@ def stage_table(seconds: dict[str, float], counts: dict[str, int]) -> dict[str, 
         table[name] = {"seconds": spent, "count": count, "unit": unit,
                        "per_s": count / spent if spent > 0 else 0.0, "where": where}
     return table
+
+
+def finish_job(store: VectorStore, name: str, *, notes: list[str], timings: dict[str, float], wrote: bool,
+               thumbnail_failures: int, thumbnail_hint: str, stale: list[str] | None, anonymous: int) -> int:
+    """The end of an index job, whichever engine ran it: note the missing thumbnails, prune the products the
+    catalog no longer has (``stale``; None: no pruning asked), and build the vector indexes when anything was
+    written or pruned, so the first searches don't. Adds to ``notes`` and ``timings``; returns the count pruned."""
+    if thumbnail_failures:
+        note = (f"{thumbnail_failures} image(s) got no thumbnail and preview ({thumbnail_hint}); the next run "
+                "tries again")
+        logger.warning(note)
+        notes.append(note)
+    pruned = 0
+    if stale is not None:
+        start = time.perf_counter()
+        pruned = _prune(store, name, stale=stale, anonymous=anonymous, notes=notes)
+        timings["prune"] = time.perf_counter() - start
+    if wrote or pruned:
+        start = time.perf_counter()
+        store.optimize(name)
+        timings["optimize"] = time.perf_counter() - start
+    return pruned
 
 
 def _prune(store: VectorStore, name: str, *, stale: list[str], anonymous: int, notes: list[str]) -> int:

@@ -48,7 +48,7 @@ from common.thumbnails import ThumbnailStore
 from common.vocabulary import Vocabulary, load_vocabulary
 from embed import build_encoder
 from indexer.fetch import FetchConfig
-from indexer.pipeline import _prune
+from indexer.pipeline import finish_job
 from indexer.readers import catalog_format
 from indexer.report import IndexSummary, JobRecord, RejectReport
 from indexer.space import check_free_space
@@ -491,21 +491,12 @@ def _run(ray: ModuleType, catalog: Path, *, name: str, settings: Settings, model
                 report.add(line=row.line, product_id=row.product_id, reason=row.reason)
             report.flush()
             notes = [NOTE_NOT_INCREMENTAL]
-            if written.thumbnail_failures:
-                note = (f"{written.thumbnail_failures} image(s) got no thumbnail and preview (disk full? folder "
-                        f"{str(settings.images_dir)!r} not writable on some node?); the next run tries again")
-                logger.warning(note)
-                notes.append(note)
-            pruned = 0
-            if prune:
-                start = time.perf_counter()
-                pruned = _prune(store, name, stale=[pid for pid in stored_ids if pid not in reader.seen],
-                                anonymous=reader.anonymous_rejects, notes=notes)
-                timings["prune"] = time.perf_counter() - start
-            if written.points or pruned:
-                start = time.perf_counter()
-                store.optimize(name)
-                timings["optimize"] = time.perf_counter() - start
+            pruned = finish_job(store, name, notes=notes, timings=timings, wrote=bool(written.points),
+                                thumbnail_failures=written.thumbnail_failures,
+                                thumbnail_hint=f"disk full? folder {str(settings.images_dir)!r} not writable on "
+                                "some node?",
+                                stale=[pid for pid in stored_ids if pid not in reader.seen] if prune else None,
+                                anonymous=reader.anonymous_rejects)
         finally:
             store.close()
     summary = IndexSummary(collection=name, rows=rows, indexed=written.points, updated=0, unchanged=0,
