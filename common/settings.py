@@ -75,6 +75,12 @@ class StoreSettings(_Group):
     hnsw_ef_construct: int = Field(128, ge=8, le=4096, description="HNSW build-time candidate list.")
     hnsw_ef: int = Field(128, ge=8, le=4096, description="HNSW search-time candidate list.")
     timeout_s: float = Field(10.0, gt=0, description="Request timeout against a Qdrant server, seconds.")
+    prefer_grpc: bool = Field(False, description="Qdrant server URLs (http(s)://): talk to the server over gRPC "
+                              "on grpc_port (binary protobuf over one HTTP/2 connection; less overhead per search "
+                              "than REST) instead of REST on the URL's port. Ignored by the embedded engine and "
+                              "qdrant-client's local mode (':memory:', 'path:DIR').")
+    grpc_port: int = Field(6334, ge=1, le=65535, description="With prefer_grpc: the Qdrant server's gRPC port "
+                           "(on the URL's host; Qdrant's default is 6334, REST 6333).")
     quantization: Literal["none", "int8"] = Field(
         "int8", description="Compression of the dense vectors of collections created from now on (existing ones "
         "keep theirs; `vitrine info` shows it): int8 (scalar quantization, 4x smaller, searched with rescoring "
@@ -96,6 +102,11 @@ class StoreSettings(_Group):
                                     "new collection (docker-compose.cluster.yml sets 2).")
     write_consistency_factor: int = Field(1, ge=1, le=16, description="Qdrant server only: replicas that must "
                                           "apply a write before it returns (at most replication_factor).")
+
+    point_cache: int = Field(20_000, ge=0, le=10_000_000, description="Embedded store: products (payload and "
+                             "dense vectors) kept in memory between searches, least recently used dropped first "
+                             "(about 4 KB plus 8 bytes per dimension each), so a search reads from the engine "
+                             "only the products it did not see lately and scores the others itself. 0: off.")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> StoreSettings:
@@ -210,6 +221,12 @@ class SearchSettings(_Group):
                                    "encoded in its own thread.")
     max_batch: int = Field(32, ge=1, le=4096, description="Most query texts or images in one micro-batched "
                            "encoder call.")
+    encoder_process: bool = Field(False, description="Run the micro-batched query encodings in a child "
+                                  "process (search/encoder_process.py) instead of a thread of the server, so that "
+                                  "the model does not fight the request threads for the GIL and can use another "
+                                  "core. Costs a second copy of the model in memory (the server keeps its own). "
+                                  "Needs batch_window_ms > 0 (ignored otherwise), and an encoder that "
+                                  "embed.build_encoder(settings.embed, name) can build by its name.")
 
 
 class TagSettings(_Group):
@@ -366,6 +383,10 @@ class ApiSettings(_Group):
                                 "the JSON endpoints, bytes (uploads have max_upload_bytes).")
     max_json_depth: int = Field(32, ge=2, le=200, description="Deepest nesting of arrays and objects a JSON "
                                 "request body may have.")
+    async_store: bool = Field(True, description="With a Qdrant server (store.url): GET and POST /search read "
+                              "the store through qdrant-client's async client (gRPC with store.prefer_grpc) on the "
+                              "event loop, the reads of each phase at once, instead of the sync client in a worker "
+                              "thread. Re-ranked searches and the other routes use the sync client.")
 
 
 def _split_list(value: Any) -> Any:

@@ -1,11 +1,11 @@
-"""`open_store`: the store backend the settings ask for."""
+"""`open_store`: the store backend the settings ask for; `open_async_reader`: its async client, if it has one."""
 
 from __future__ import annotations
 
 import logging
 
 from common.settings import Settings
-from store.protocol import VectorStore
+from store.protocol import AsyncVectorReader, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +35,16 @@ def open_store(settings: Settings) -> VectorStore:
 
     logger.debug("opening the qdrant-client store at %s", url)
     return QdrantServerStore(url, settings=settings.store)
+
+
+def open_async_reader(settings: Settings) -> AsyncVectorReader | None:
+    """An async client of the store for searches (`store.qdrant_async.AsyncQdrantReader`) when the store is a
+    Qdrant server (``http(s)://...``) and settings ``api.async_store`` is on; None otherwise (the embedded engine
+    and qdrant-client's local mode have none). Sends nothing until used."""
+    url = settings.store.url
+    if not settings.api.async_store or url is None or not url.startswith(("http://", "https://")):
+        return None
+    from store.qdrant_async import AsyncQdrantReader
+
+    logger.debug("searches read the Qdrant server at %s through the async client", url)
+    return AsyncQdrantReader(url, settings=settings.store)

@@ -9,6 +9,7 @@ product id (`common.product.point_id`), so writes are idempotent. Each collectio
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -131,9 +132,15 @@ class Boost:
 def payload_value(payload: Mapping[str, Any], field: str) -> Any:
     """The value at a dotted ``field`` of a payload (``tags.colour``), as the engine reads it; None when absent."""
     value: Any = payload
-    for part in field.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
+    for part in _field_path(field):
+        value = value.get(part) if isinstance(value, dict | Mapping) else None  # dict first: the usual, fast check
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_path(field: str) -> tuple[str, ...]:
+    """A dotted field's parts (cached: fusion reads a few fields of hundreds of payloads per search)."""
+    return tuple(field.split("."))
 
 
 def boost_of(payload: Mapping[str, Any], boosts: Sequence[Boost]) -> float:
@@ -405,4 +412,48 @@ class VectorStore(Protocol):
 
     def close(self) -> None:
         """Release files and connections."""
+        ...
+
+
+class AsyncVectorReader(Protocol):
+    """The reads a search needs, as coroutines (`store.qdrant_async.AsyncQdrantReader`): each has exactly the
+    semantics and results of the `VectorStore` method of the same name."""
+
+    async def search(
+        self,
+        name: str,
+        *,
+        vector: NDArray[np.float32],
+        using: str,
+        limit: int,
+        filter: Filter | None = None,
+        boosts: Sequence[Boost] = (),
+    ) -> list[StoredPoint]:
+        """See `VectorStore.search`."""
+        ...
+
+    async def lexical_search(
+        self, name: str, *, text: str, limit: int, filter: Filter | None = None
+    ) -> list[StoredPoint]:
+        """See `VectorStore.lexical_search`."""
+        ...
+
+    async def score(
+        self, name: str, *, vector: NDArray[np.float32], using: str, product_ids: Sequence[str]
+    ) -> dict[str, float]:
+        """See `VectorStore.score`."""
+        ...
+
+    async def lexical_score(self, name: str, *, text: str, product_ids: Sequence[str]) -> dict[str, float]:
+        """See `VectorStore.lexical_score`."""
+        ...
+
+    async def retrieve(
+        self, name: str, product_ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """See `VectorStore.retrieve`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...

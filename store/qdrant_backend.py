@@ -22,11 +22,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import numpy as np
 from numpy.typing import NDArray
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from common.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound, VitrineError
 from common.product import FILTERABLE_FIELDS, point_id
@@ -54,9 +52,9 @@ from store._common import (
     stored_points,
     wanted_quantization,
 )
+from store._qdrant_util import SERVER_ERRORS, connect, server_error, server_name, to_qdrant_filter
 from store._qdrant_util import condition as _condition
-from store._qdrant_util import connect, error_reason, to_qdrant_filter
-from store.lexical import LEXICAL, document_vector, query_vector
+from store.lexical import LEXICAL, Sparse, document_vector, query_vector
 from store.protocol import (
     IMAGE,
     VECTOR_NAMES,
@@ -92,6 +90,7 @@ class QdrantServerStore:
         self._location = location
         self._settings = settings
         self._local = not location.startswith(("http://", "https://"))
+        self._where = location if self._local else server_name(location, settings)
         self._lock = threading.RLock()
         self._dims: dict[str, int] = {}
         self._has_lexical: dict[str, bool] = {}
@@ -331,12 +330,9 @@ class QdrantServerStore:
         self._dim(name)
         if not asked:
             return []
-        ids: list[models.ExtendedPointId] = list(dict.fromkeys(point_id(pid) for pid in asked))
         with self._call(f"retrieving from {name!r}"):
-            records = self._client.retrieve(name, ids, with_payload=True, with_vectors=with_vectors)
-        points = stored_points(records, with_vectors=with_vectors)
-        found = {str(r.id): point for r, point in zip(records, points, strict=True)}
-        return order_by_request([point_id(pid) for pid in asked], found)
+            records = self._client.retrieve(name, retrieve_ids(asked), with_payload=True, with_vectors=with_vectors)
+        return retrieved(records, asked, with_vectors=with_vectors)
 
     def search(
         self,
@@ -356,24 +352,12 @@ class QdrantServerStore:
         Raises:
             InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, a bad filter or boost.
         """
-        query = check_query(vector, using=using, limit=limit, dim=self._dim(name))
-        checked_boosts = check_boosts(boosts)
-        query_filter = to_qdrant_filter(filter)
         # local mode always searches exactly and warns about search params
-        params = None if self._local else self._search_params(exact=exact)
+        params = None if self._local else search_params(self._settings, exact=exact)
+        request = search_request(vector, dim=self._dim(name), using=using, limit=limit, filter=filter,
+                                 boosts=boosts, params=params, with_vectors=with_vectors)
         with self._call(f"searching {name!r}"):
-            if checked_boosts:
-                pools = [query_filter, *_boost_pools(query_filter, checked_boosts)]
-                response = self._client.query_points(
-                    name,
-                    prefetch=[models.Prefetch(query=query.tolist(), using=using, limit=limit, filter=f, params=params)
-                              for f in pools],
-                    query=_boost_formula(checked_boosts, len(pools)), limit=limit, with_payload=True,
-                    with_vectors=with_vectors)
-            else:
-                response = self._client.query_points(
-                    name, query=query.tolist(), using=using, limit=limit, query_filter=query_filter,
-                    with_payload=True, with_vectors=with_vectors, search_params=params)
+            response = self._client.query_points(name, **request)
         return stored_points(response.points, with_vectors=with_vectors)
 
     def score(
@@ -386,19 +370,14 @@ class QdrantServerStore:
         Raises:
             InvalidQuery: unknown vector name, or a vector of the wrong shape.
         """
-        asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
-        query = check_query(vector, using=using, limit=max(len(asked), 1), dim=self._dim(name))
-        if not asked:
+        asked = asked_points(product_ids)
+        request = score_request(vector, dim=self._dim(name), using=using, asked=asked,
+                                params=None if self._local else search_params(self._settings, exact=True))
+        if request is None:
             return {}
-        ids: list[models.ExtendedPointId] = list(asked)
         with self._call(f"scoring {len(asked)} products of {name!r}"):
-            response = self._client.query_points(
-                name, query=query.tolist(), using=using, limit=len(asked),
-                query_filter=models.Filter(must=[models.HasIdCondition(has_id=ids)]),
-                with_payload=False, with_vectors=False,
-                search_params=None if self._local else self._search_params(exact=True),
-            )
-        return {asked[str(p.id)]: float(p.score) for p in response.points}
+            response = self._client.query_points(name, **request)
+        return scores_of(response.points, asked)
 
     def lexical_search(
         self, name: str, *, text: str, limit: int, filter: Filter | None = None
@@ -408,30 +387,22 @@ class QdrantServerStore:
         Raises:
             InvalidQuery: bad limit or filter.
         """
-        check_limit(limit)
-        query_filter = to_qdrant_filter(filter)
-        sparse = query_vector(text)
-        if not sparse or not self._lexical(name):
+        request = lexical_search_request(text, limit=limit, filter=filter)
+        if request is None or not self._lexical(name):
             return []
         with self._call(f"searching {name!r} by words"):
-            response = self._client.query_points(
-                name, query=models.SparseVector(indices=sparse.indices, values=sparse.values), using=LEXICAL,
-                limit=limit, query_filter=query_filter, with_payload=True, with_vectors=False)
+            response = self._client.query_points(name, **request)
         return stored_points(response.points, with_vectors=False)
 
     def lexical_score(self, name: str, *, text: str, product_ids: Sequence[str]) -> dict[str, float]:
         """BM25 score of ``text`` for each listed product sharing a word with it."""
-        asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
-        sparse = query_vector(text)
-        if not asked or not sparse or not self._lexical(name):
+        asked = asked_points(product_ids)
+        request = lexical_score_request(text, asked)
+        if request is None or not self._lexical(name):
             return {}
-        ids: list[models.ExtendedPointId] = list(asked)
         with self._call(f"scoring {len(asked)} products of {name!r} by words"):
-            response = self._client.query_points(
-                name, query=models.SparseVector(indices=sparse.indices, values=sparse.values), using=LEXICAL,
-                limit=len(asked), query_filter=models.Filter(must=[models.HasIdCondition(has_id=ids)]),
-                with_payload=False, with_vectors=False)
-        return {asked[str(p.id)]: float(p.score) for p in response.points}
+            response = self._client.query_points(name, **request)
+        return scores_of(response.points, asked)
 
     def recommend(
         self,
@@ -457,7 +428,7 @@ class QdrantServerStore:
                 name, query=models.RecommendQuery(recommend=models.RecommendInput(
                     positive=pos, negative=neg, strategy=models.RecommendStrategy.BEST_SCORE)),
                 using=using, limit=limit, query_filter=query_filter, with_payload=True, with_vectors=False,
-                search_params=None if self._local else self._search_params(exact=False))
+                search_params=None if self._local else search_params(self._settings, exact=False))
         return stored_points(response.points, with_vectors=False)
 
     def facet(self, name: str, field: str, *, filter: Filter | None = None, limit: int = 20) -> list[FacetCount]:
@@ -521,19 +492,12 @@ class QdrantServerStore:
                 yield
             except VitrineError:
                 raise
-            except UnexpectedResponse as e:
-                if e.status_code == 404:
-                    raise NotFound(f"Qdrant at {self._location}: {what}: not found "
-                                   f"({error_reason(e)})") from e
-                hint = "; check VITRINE_STORE__API_KEY" if e.status_code in (401, 403) else ""
-                raise BackendUnavailable(f"Qdrant at {self._location}: {what} failed with HTTP "
-                                         f"{e.status_code}: {error_reason(e)}{hint}") from e
-            except (ResponseHandlingException, httpx.HTTPError, OSError) as e:
-                if self._local:
+            except SERVER_ERRORS as e:
+                error = None if self._local else server_error(e, where=self._where, what=what)
+                if error is None:
                     raise BackendUnavailable(
                         f"qdrant-client local store {self._location}: {what} failed: {e}") from e
-                raise BackendUnavailable(f"cannot reach the Qdrant server at {self._location} ({what}): "
-                                         f"{getattr(e, 'source', e)}") from e
+                raise error from e
             except (ValueError, KeyError, RuntimeError) as e:
                 if not self._local:
                     raise
@@ -543,7 +507,7 @@ class QdrantServerStore:
                     f"qdrant-client local store {self._location}: {what} failed: {e}") from e
 
     def _not_found(self, name: str) -> NotFound:
-        return NotFound(f"no collection {name!r} on {self._location} (run `vitrine index` first)")
+        return missing_collection(name, self._location)
 
     def _existing(self, name: str) -> str:
         """The collection alias ``name`` points at (or the version named ``name``).
@@ -558,17 +522,13 @@ class QdrantServerStore:
 
     def _target(self, name: str) -> str | None:
         """The collection alias ``name`` points at, if any."""
-        for alias in self._client.get_aliases().aliases:
-            if alias.alias_name == name:
-                return alias.collection_name
-        return None
+        return alias_target(self._client.get_aliases(), name)
 
     def _resolve(self, name: str) -> str | None:
         """The collection alias ``name`` points at, or ``name`` itself when it is a collection Vitrine made."""
         physical = self._target(name)
         if physical is None and self._client.collection_exists(name):
-            meta = self._client.get_collection(name).config.metadata or {}
-            physical = name if METADATA_KEY in meta else None
+            physical = name if is_vitrine(self._client.get_collection(name).config) else None
         return physical
 
     def _version_aliases(self) -> dict[str, tuple[str, ...]]:
@@ -582,16 +542,8 @@ class QdrantServerStore:
         return found
 
     def _record(self, name: str, physical: str) -> CollectionRecord:
-        meta = self._client.get_collection(physical).config.metadata or {}
-        if METADATA_KEY not in meta:
-            raise ConfigError(
-                f"collection {physical!r} (alias {name!r}) on {self._location} carries no Vitrine record in "
-                "its metadata: it was not created by Vitrine, or the Qdrant server is older than 1.16 and "
-                "drops collection metadata")
-        try:
-            record = CollectionRecord.from_dict(meta[METADATA_KEY], where=f"collection {physical!r}")
-        except ValueError as e:
-            raise BackendUnavailable(str(e)) from e
+        record = collection_record(name, physical, self._client.get_collection(physical).config,
+                                   where=self._location)
         self._dims[name] = record.dim
         return record
 
@@ -650,20 +602,163 @@ class QdrantServerStore:
     def _info(self, name: str, physical: str, record: CollectionRecord) -> CollectionInfo:
         count = int(self._client.count(physical, exact=True).count)
         config = self._client.get_collection(physical).config
-        sparse = config.params.sparse_vectors or {}
-        lexical = self._has_lexical[name] = LEXICAL in sparse
+        lexical = self._has_lexical[name] = has_lexical(config)
         return CollectionInfo(name=name, physical=physical, encoder=record.encoder, dim=record.dim,
                               count=count, weights=record.weights, lexical=lexical, tags=record.tags,
                               quantization=_quantization_of(config))
 
-    def _search_params(self, *, exact: bool) -> models.SearchParams:
-        """HNSW search with the settings' rescoring and oversampling (used by quantized collections, ignored by
-        others); ``exact``: every original vector, quantization ignored. Not for local mode, which is always
-        exact and warns about search params."""
-        if exact:
-            return models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
-        return models.SearchParams(hnsw_ef=self._settings.hnsw_ef, quantization=models.QuantizationSearchParams(
-            rescore=self._settings.rescore, oversampling=self._settings.oversampling))
+
+
+def search_params(settings: StoreSettings, *, exact: bool) -> models.SearchParams:
+    """HNSW search with the settings' rescoring and oversampling (used by quantized collections, ignored by
+    others); ``exact``: every original vector, quantization ignored. Not for local mode, which is always
+    exact and warns about search params."""
+    if exact:
+        return models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
+    return models.SearchParams(hnsw_ef=settings.hnsw_ef, quantization=models.QuantizationSearchParams(
+        rescore=settings.rescore, oversampling=settings.oversampling))
+
+
+# -- collections, requests and results of the reads; shared with `store.qdrant_async.AsyncQdrantReader` -------
+
+def missing_collection(name: str, location: str) -> NotFound:
+    """The error of a collection (alias) ``name`` that the store at ``location`` does not have."""
+    return NotFound(f"no collection {name!r} on {location} (run `vitrine index` first)")
+
+
+def alias_target(aliases: models.CollectionsAliasesResponse, name: str) -> str | None:
+    """The collection alias ``name`` points at, among ``aliases`` (None: no such alias)."""
+    for alias in aliases.aliases:
+        if alias.alias_name == name:
+            return alias.collection_name
+    return None
+
+
+def is_vitrine(config: models.CollectionConfig) -> bool:
+    """Whether a collection of this config was made by Vitrine (it carries Vitrine's record)."""
+    return METADATA_KEY in (config.metadata or {})
+
+
+def collection_record(name: str, physical: str, config: models.CollectionConfig, *, where: str) -> CollectionRecord:
+    """Vitrine's record of collection ``physical`` (behind alias ``name``) on the store at ``where``.
+
+    Raises:
+        ConfigError: it carries none.
+        BackendUnavailable: an unreadable record.
+    """
+    meta = config.metadata or {}
+    if METADATA_KEY not in meta:
+        raise ConfigError(
+            f"collection {physical!r} (alias {name!r}) on {where} carries no Vitrine record in "
+            "its metadata: it was not created by Vitrine, or the Qdrant server is older than 1.16 and "
+            "drops collection metadata")
+    try:
+        return CollectionRecord.from_dict(meta[METADATA_KEY], where=f"collection {physical!r}")
+    except ValueError as e:
+        raise BackendUnavailable(str(e)) from e
+
+
+def has_lexical(config: models.CollectionConfig) -> bool:
+    """Whether a collection of this config has the lexical sparse vector."""
+    return LEXICAL in (config.params.sparse_vectors or {})
+
+
+def search_request(
+    vector: NDArray[np.float32], *, dim: int, using: str, limit: int, filter: Filter | None,
+    boosts: Sequence[Boost], params: models.SearchParams | None, with_vectors: bool = False,
+) -> dict[str, Any]:
+    """The ``query_points`` arguments (after the collection name) of a search (see `QdrantServerStore.search`).
+
+    Raises:
+        InvalidQuery: unknown vector name, bad limit, vector of the wrong shape, a bad filter or boost.
+    """
+    query = check_query(vector, using=using, limit=limit, dim=dim).tolist()
+    checked_boosts = check_boosts(boosts)
+    query_filter = to_qdrant_filter(filter)
+    if not checked_boosts:
+        return {"query": query, "using": using, "limit": limit, "query_filter": query_filter,
+                "with_payload": True, "with_vectors": with_vectors, "search_params": params}
+    pools = [query_filter, *_boost_pools(query_filter, checked_boosts)]
+    return {"prefetch": [models.Prefetch(query=query, using=using, limit=limit, filter=f, params=params)
+                         for f in pools],
+            "query": _boost_formula(checked_boosts, len(pools)), "limit": limit, "with_payload": True,
+            "with_vectors": with_vectors}
+
+
+def asked_points(product_ids: Sequence[str]) -> dict[str, str]:
+    """Point id -> product id of the products a score asks for.
+
+    Raises:
+        InvalidInput: an empty or non-string product id.
+    """
+    return {point_id(pid): pid for pid in check_product_ids(product_ids)}
+
+
+def _only(asked: Mapping[str, str]) -> models.Filter:
+    ids: list[models.ExtendedPointId] = list(asked)
+    return models.Filter(must=[models.HasIdCondition(has_id=ids)])
+
+
+def score_request(
+    vector: NDArray[np.float32], *, dim: int, using: str, asked: Mapping[str, str], params: models.SearchParams | None
+) -> dict[str, Any] | None:
+    """The ``query_points`` arguments scoring the ``asked`` points (`asked_points`) by exact cosine; None when
+    none is asked.
+
+    Raises:
+        InvalidQuery: unknown vector name, or a vector of the wrong shape.
+    """
+    query = check_query(vector, using=using, limit=max(len(asked), 1), dim=dim)
+    if not asked:
+        return None
+    return {"query": query.tolist(), "using": using, "limit": len(asked), "query_filter": _only(asked),
+            "with_payload": False, "with_vectors": False, "search_params": params}
+
+
+def _sparse(sparse: Sparse) -> models.SparseVector:
+    return models.SparseVector(indices=sparse.indices, values=sparse.values)
+
+
+def lexical_search_request(text: str, *, limit: int, filter: Filter | None) -> dict[str, Any] | None:
+    """The ``query_points`` arguments of a lexical search (see `QdrantServerStore.lexical_search`); None when
+    ``text`` has no word to look for.
+
+    Raises:
+        InvalidQuery: bad limit or filter.
+    """
+    check_limit(limit)
+    query_filter = to_qdrant_filter(filter)
+    sparse = query_vector(text)
+    if not sparse:
+        return None
+    return {"query": _sparse(sparse), "using": LEXICAL, "limit": limit, "query_filter": query_filter,
+            "with_payload": True, "with_vectors": False}
+
+
+def lexical_score_request(text: str, asked: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ``query_points`` arguments scoring the ``asked`` points by BM25; None when there is nothing to score."""
+    sparse = query_vector(text)
+    if not asked or not sparse:
+        return None
+    return {"query": _sparse(sparse), "using": LEXICAL, "limit": len(asked), "query_filter": _only(asked),
+            "with_payload": False, "with_vectors": False}
+
+
+def scores_of(points: Sequence[models.ScoredPoint], asked: Mapping[str, str]) -> dict[str, float]:
+    """Product id -> score of the scored ``points`` (of a `score_request` or `lexical_score_request`)."""
+    return {asked[str(p.id)]: float(p.score) for p in points}
+
+
+def retrieve_ids(asked: Sequence[str]) -> list[models.ExtendedPointId]:
+    """The point ids to retrieve for the (checked, non-empty) product ids ``asked``, each once."""
+    return list(dict.fromkeys(point_id(pid) for pid in asked))
+
+
+def retrieved(records: Sequence[models.Record], asked: Sequence[str], *, with_vectors: bool) -> list[StoredPoint]:
+    """The retrieved ``records`` as products, in the order ``asked``, absent ones left out."""
+    points = stored_points(records, with_vectors=with_vectors)
+    found = {str(r.id): point for r, point in zip(records, points, strict=True)}
+    return order_by_request([point_id(pid) for pid in asked], found)
 
 
 def _vector_params(dim: int, quantization: Quantization) -> models.VectorParams:
@@ -685,7 +780,9 @@ def _quantization_of(config: models.CollectionConfig) -> Quantization:
     if not isinstance(chosen, models.ScalarQuantization):
         return Quantization(originals_on_disk=on_disk)
     scalar = chosen.scalar
-    return Quantization(kind=str(scalar.type.value), quantile=scalar.quantile, always_ram=bool(scalar.always_ram),
+    # gRPC carries the quantile as a float32: its shortest decimal gives back the float asked (0.95, not 0.949999988)
+    quantile = None if scalar.quantile is None else float(str(np.float32(scalar.quantile)))
+    return Quantization(kind=str(scalar.type.value), quantile=quantile, always_ram=bool(scalar.always_ram),
                         originals_on_disk=on_disk)
 
 

@@ -373,11 +373,7 @@ class QdrantRestServer:
         self.requests += 1
         if self.before is not None:
             self.before(method, split.path)
-        for route_method, regex, adapter, handler in _ROUTES:
-            match = regex.match(split.path)
-            if route_method != method or match is None:
-                continue
-            groups = match.groupdict()
+        for adapter, handler, groups in _match(method, split.path):
             if "x" in groups:
                 params["x"] = groups["x"]
             try:
@@ -399,6 +395,26 @@ class QdrantRestServer:
                          "time": time.perf_counter() - started}
         self.unknown.append(f"{method} {split.path}")
         return 404, _error(f"no route {method} {split.path}", started)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """The result of ``method path`` (a REST route) with an already parsed ``body``: the entry of another
+        transport over the same store (`tests.qdrant_grpc`). Counts in `requests` and calls `before` as `answer`.
+
+        Raises:
+            NotFoundError: no such collection, or no route (then recorded in `unknown`).
+            ConnectionAbortedError: the server is stopping.
+            ValueError, KeyError, AssertionError: a bad request (REST answers 400; 404 when it says not found).
+        """
+        self.requests += 1
+        if self.before is not None:
+            self.before(method, path)
+        for _, handler, groups in _match(method, path):
+            with self._lock:
+                if self._client is None:
+                    raise ConnectionAbortedError("the server is shutting down")
+                return handler(self, groups.get("c", ""), body, {k: v for k, v in groups.items() if k == "x"})
+        self.unknown.append(f"{method} {path}")
+        raise NotFoundError(f"no route {method} {path}")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         shim = self
@@ -422,6 +438,15 @@ class QdrantRestServer:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815 - names http.server calls
 
         return Handler
+
+
+def _match(method: str, path: str) -> list[tuple[Any, Handler, dict[str, str]]]:
+    """The route answering ``method path`` (none or one): its body adapter, handler and path groups."""
+    for route_method, regex, adapter, handler in _ROUTES:
+        match = regex.match(path)
+        if route_method == method and match is not None:
+            return [(adapter, handler, match.groupdict())]
+    return []
 
 
 def _error(message: str, started: float) -> dict[str, Any]:

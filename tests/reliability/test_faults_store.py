@@ -2,7 +2,8 @@
 
 The server is `tests.qdrant_rest.QdrantRestServer` (Qdrant's REST API over qdrant-client's local mode), reached
 by `store.qdrant_backend.QdrantServerStore` through qdrant-client's REST transport, as a real deployment reaches
-a Qdrant server (``VITRINE_STORE__URL``). Checked, through a real uvicorn server and the real ``vitrine`` CLI:
+a Qdrant server (``VITRINE_STORE__URL``); it is a `tests.qdrant_grpc.QdrantGrpcServer`, so the down-and-back test
+also runs over gRPC (``store.prefer_grpc``). Checked, through a real uvicorn server and the real ``vitrine`` CLI:
 
 * the server down: search, product and facet requests answer 503 with ``Retry-After`` and a message naming the
   store URL, within the store's timeout; the server back on the same port: the same app answers 200 again, with
@@ -35,6 +36,7 @@ from store.protocol import IMAGE, STATE_KEY, TEXT
 from store.qdrant_backend import QdrantServerStore
 from tests.cli import cli_env, run_vitrine
 from tests.demo_shop import DEMO, demo_subset, index_demo_subset
+from tests.qdrant_grpc import QdrantGrpcServer
 from tests.qdrant_rest import QdrantRestServer
 from tests.reliability.conftest import FULL, Figures
 from tests.unit.api.http_helpers import running, wait_ready
@@ -53,16 +55,23 @@ QUERIES = ("leather bag", "white sneakers", "summer dress", "wool hat")
 
 @dataclass
 class Shop:
-    """A demo catalog indexed into a Qdrant server, and the settings that reach it."""
+    """A demo catalog indexed into a Qdrant server (REST and gRPC), and the settings that reach it (REST)."""
 
-    server: QdrantRestServer
+    server: QdrantGrpcServer
     settings: Settings
+
+    def over(self, transport: str) -> Settings:
+        """The settings reaching the server over ``transport`` (``rest`` or ``grpc``)."""
+        if transport == "rest":
+            return self.settings
+        store = self.settings.store.model_copy(update={"prefer_grpc": True, "grpc_port": self.server.grpc_port})
+        return self.settings.model_copy(update={"store": store})
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     folder = tmp_path_factory.mktemp("faults-store")
-    server = QdrantRestServer(folder / "qdrant").start()
+    server = QdrantGrpcServer(folder / "qdrant").start()
     try:
         settings = index_demo_subset(folder, count=PRODUCTS, store={"url": server.url})
         # qdrant-client's local mode behind the server writes slowly (about 1 s for 60 points), so only the
@@ -117,9 +126,12 @@ def assert_unavailable(response: httpx.Response, url: str, took: float, figures:
     assert took < TIMEOUT_S + SLACK_S, f"{response.request.url} took {took:.1f} s"
 
 
-def test_search_answers_503_while_the_server_is_down_and_recovers(shop: Shop, figures: Figures) -> None:
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_search_answers_503_while_the_server_is_down_and_recovers(shop: Shop, figures: Figures,
+                                                                  transport: str) -> None:
     server = shop.server
-    with running(create_app(shop.settings, retry_s=0.2)) as url, httpx.Client(base_url=url, timeout=60) as http:
+    with (running(create_app(shop.over(transport), retry_s=0.2)) as url,
+          httpx.Client(base_url=url, timeout=60) as http):
         wait_ready(http)
         product = ids(http.get("/search", params={"q": "bag"}))[0]
         checks = requests_of(product)
@@ -134,6 +146,11 @@ def test_search_answers_503_while_the_server_is_down_and_recovers(shop: Shop, fi
                 assert_unavailable(response, server.url, time.monotonic() - start, figures)
             assert http.get("/health").status_code == 200
             server.start()  # the same port, the same data
+            if transport == "grpc":  # gRPC tries the lost server again after a backoff of at most a second
+                deadline = time.monotonic() + 5
+                while (http.get(checks[0][0], params=checks[0][1]).status_code != 200
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
             for path, params in checks:
                 response = http.get(path, params=params)
                 figures.add("requests tried")

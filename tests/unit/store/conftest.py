@@ -1,7 +1,8 @@
 """Fixtures of the store tests: every backend, opened on a fresh location, and reopenable.
 
 ``rest`` is `QdrantServerStore` over HTTP, against `tests.qdrant_rest.QdrantRestServer` (Qdrant's REST API served
-from qdrant-client's local mode), so the suite also covers what qdrant-client sends to and reads from a server."""
+from qdrant-client's local mode), so the suite also covers what qdrant-client sends to and reads from a server;
+``grpc`` is the same store with ``prefer_grpc`` against `tests.qdrant_grpc.QdrantGrpcServer` (its gRPC API)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from common.settings import StoreSettings
 from store.edge_backend import EdgeStore
 from store.protocol import VectorStore
 from store.qdrant_backend import QdrantServerStore
+from tests.qdrant_grpc import QdrantGrpcServer
 from tests.qdrant_rest import QdrantRestServer
 
-BACKENDS = ("edge", "memory", "path", "rest")
+BACKENDS = ("edge", "memory", "path", "rest", "grpc")
 
 
 @dataclass
@@ -29,7 +31,7 @@ class Opener:
     kind: str
     folder: Path
     settings: StoreSettings
-    server: QdrantRestServer | None = field(default=None, repr=False)  # ``rest``: started on the first call
+    server: QdrantRestServer | None = field(default=None, repr=False)  # ``rest``, ``grpc``: started on first call
 
     @property
     def persistent(self) -> bool:
@@ -46,10 +48,16 @@ class Opener:
             if self.server is None:
                 self.server = QdrantRestServer(self.folder).start()
             return QdrantServerStore(self.server.url, settings=self.settings)
+        if self.kind == "grpc":
+            if self.server is None:
+                self.server = QdrantGrpcServer(self.folder).start()
+            assert isinstance(self.server, QdrantGrpcServer)
+            settings = self.settings.model_copy(update={"prefer_grpc": True, "grpc_port": self.server.grpc_port})
+            return QdrantServerStore(self.server.url, settings=settings)
         return QdrantServerStore(f"path:{self.folder}", settings=self.settings)
 
     def stop(self) -> None:
-        """Stop the ``rest`` backend's server, if one was started."""
+        """Stop the ``rest`` or ``grpc`` backend's server, if one was started."""
         if self.server is not None:
             self.server.stop()
 

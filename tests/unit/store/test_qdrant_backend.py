@@ -5,11 +5,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import grpc
+import httpx
 import pytest
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
-from common.errors import BackendUnavailable, ConfigError, InvalidInput
+from common.errors import BackendUnavailable, ConfigError, InvalidInput, NotFound
 from common.settings import StoreSettings
+from store._qdrant_util import server_error
 from store.qdrant_backend import QdrantServerStore
 
 DIM = 8
@@ -71,3 +75,46 @@ def test_bad_locations() -> None:
         QdrantServerStore("path:", settings=StoreSettings())
     with pytest.raises(InvalidInput, match="ftp://x"):
         QdrantServerStore("ftp://x", settings=StoreSettings())
+
+
+def test_unreachable_grpc_server_names_the_url_and_port() -> None:
+    url, port = f"http://127.0.0.1:{_free_port()}", _free_port()
+    store = QdrantServerStore(url, settings=StoreSettings(url=url, timeout_s=2, prefer_grpc=True, grpc_port=port))
+    with pytest.raises(BackendUnavailable, match=rf"cannot reach .*{url.replace('.', '[.]')} \(gRPC port {port}\)"):
+        store.ensure_collection("products", encoder="enc", dim=DIM)
+    store.close()
+
+
+class _RpcError(grpc.RpcError):  # type: ignore[misc]  # grpcio has no type stubs
+    """What qdrant-client's gRPC transport raises: a status code and the server's details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(("error", "kind", "message"), [
+    (_RpcError(grpc.StatusCode.NOT_FOUND, "Not found: Collection `x` doesn't exist!"), NotFound, "not found"),
+    (_RpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect"), BackendUnavailable, "cannot reach"),
+    (_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), BackendUnavailable, "cannot reach"),
+    (_RpcError(grpc.StatusCode.INVALID_ARGUMENT, "Wrong input: bad"), BackendUnavailable,
+     "failed with gRPC status INVALID_ARGUMENT: Wrong input: bad"),
+    (_RpcError(grpc.StatusCode.UNAUTHENTICATED, "Invalid api-key"), BackendUnavailable, "VITRINE_STORE__API_KEY"),
+    (UnexpectedResponse(404, "Not Found", b'{"status": {"error": "Not found: x"}}', httpx.Headers()), NotFound,
+     "not found"),
+    (UnexpectedResponse(400, "Bad Request", b'{"status": {"error": "Wrong input: bad"}}', httpx.Headers()),
+     BackendUnavailable, "failed with HTTP 400: Wrong input: bad"),
+    (UnexpectedResponse(403, "Forbidden", b"{}", httpx.Headers()), BackendUnavailable, "VITRINE_STORE__API_KEY"),
+    (httpx.ConnectError("refused"), BackendUnavailable, "cannot reach"),
+], ids=["grpc-not-found", "grpc-unavailable", "grpc-deadline", "grpc-invalid", "grpc-key", "http-404", "http-400",
+        "http-403", "http-refused"])
+def test_server_errors_map_alike_over_both_transports(error: Exception, kind: type[Exception], message: str) -> None:
+    mapped = server_error(error, where="http://q:6333", what="searching 'products'")
+    assert type(mapped) is kind
+    assert message in str(mapped) and "http://q:6333" in str(mapped) and "searching 'products'" in str(mapped)
+    assert server_error(ValueError("not the server's"), where="http://q:6333", what="x") is None

@@ -22,7 +22,7 @@ from common.errors import InvalidQuery
 from common.settings import StoreSettings
 from store.edge_backend import EdgeStore
 from store.protocol import IMAGE, TEXT, Quantization, VectorStore
-from store.qdrant_backend import QdrantServerStore
+from store.qdrant_backend import search_params
 from tests.unit.store.conftest import BACKENDS, Opener, unit_vectors
 from tests.unit.store.test_conformance import DIM, ENC, brute_force, catalog
 
@@ -59,7 +59,7 @@ def engine_vector_config(store: VectorStore, opener: Opener, physical: str) -> d
         path = opener.folder / "collections" / physical / "shard" / "edge_config.json"
         vector: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["vectors"][IMAGE]
         return vector
-    if opener.kind == "rest":
+    if opener.kind in ("rest", "grpc"):
         assert opener.server is not None
         client = opener.server.client
     else:
@@ -77,7 +77,7 @@ def test_new_collections_are_int8_quantized_with_originals_on_disk(
     assert str(info.quantization) == "int8 (quantile 0.95, quantized vectors in RAM, originals on disk)"
     config = engine_vector_config(store, openers[-1], info.physical)
     scalar = config["quantization_config"]["scalar"]
-    assert (scalar["type"], scalar["quantile"]) == ("int8", 0.95)
+    assert (scalar["type"], scalar["quantile"]) == ("int8", pytest.approx(0.95))  # gRPC sends a float32
     assert scalar.get("always_ram") is True or scalar.get("memory") == "pinned"
     assert config.get("on_disk") is True or config.get("memory") == "cold"
     store.close()
@@ -130,9 +130,10 @@ def test_quantized_collections_find_the_true_top_results(
     store.close()
 
 
-def test_cluster_settings_reach_the_server(tmp_path: Path, openers: list[Opener]) -> None:
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_cluster_settings_reach_the_server(tmp_path: Path, openers: list[Opener], transport: str) -> None:
     settings = INT8.model_copy(update={"shard_number": 6, "replication_factor": 2, "write_consistency_factor": 2})
-    store = open_with("rest", tmp_path / "store", settings, openers)
+    store = open_with(transport, tmp_path / "store", settings, openers)
     info = store.ensure_collection("products", encoder=ENC, dim=DIM)
     server = openers[-1].server
     assert server is not None
@@ -147,12 +148,9 @@ def test_cluster_settings_reach_the_server(tmp_path: Path, openers: list[Opener]
 
 
 def test_server_searches_ask_for_rescoring_and_exact_ignores_quantization() -> None:
-    store = QdrantServerStore("http://127.0.0.1:9", settings=INT8.model_copy(update={"oversampling": 3.0}))
-    try:
-        approx = store._search_params(exact=False)
-        exact = store._search_params(exact=True)
-    finally:
-        store.close()
+    settings = INT8.model_copy(update={"oversampling": 3.0})
+    approx = search_params(settings, exact=False)
+    exact = search_params(settings, exact=True)
     assert approx.quantization == models.QuantizationSearchParams(rescore=True, oversampling=3.0)
     assert approx.hnsw_ef == INT8.hnsw_ef and not approx.exact
     assert exact.exact and exact.quantization is not None and exact.quantization.ignore
