@@ -338,14 +338,17 @@ def _check_condition(condition: Condition) -> None:
                 raise InvalidQuery(f"range bound {bound!r} of {condition.field!r} is not a finite number")
 
 
-def stored_points(records: Sequence[Any], *, with_vectors: bool) -> list[StoredPoint]:
+def stored_points(records: Sequence[Any], *, with_vectors: bool,
+                  payloads: Sequence[dict[str, Any]] | None = None) -> list[StoredPoint]:
     """Records or scored points of either engine (``.payload``, ``.vector``, ``.id``, maybe ``.score``)
-    as `StoredPoint`s, vectors as float32 arrays.
+    as `StoredPoint`s, vectors as float32 arrays; ``payloads``, when given, are the records' payloads (read
+    apart from them: `store.payload_cache`).
 
     The engines hand vectors over as lists of Python floats; they are converted in one block per vector
     name (float64 first: numpy's fast path for Python floats, about 6x faster than straight to float32).
     """
-    payloads = [dict(r.payload or {}) for r in records]
+    if payloads is None:
+        payloads = [dict(r.payload or {}) for r in records]
     vectors: list[dict[str, NDArray[np.float32]]] = [{} for _ in records]
     if with_vectors:
         raws = [r.vector for r in records]  # read once: each read converts the vectors again

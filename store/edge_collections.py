@@ -42,6 +42,7 @@ from store._files import (
     write_json_atomic,
 )
 from store.lexical import LEXICAL
+from store.point_cache import PointCache
 from store.protocol import IMAGE, VECTOR_NAMES, Quantization
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class EdgeCollection:
     physical: str
     record: CollectionRecord
     shard: qe.EdgeShard
+    points: PointCache
+    """Products read lately (see `store.point_cache`); `EdgeStore` forgets those it writes."""
 
 
 class EdgeCollections:
@@ -282,7 +285,8 @@ class EdgeCollections:
                                      "was moved: restore it or drop the collection and index again") from e
         except ValueError as e:
             raise BackendUnavailable(str(e)) from e
-        return EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR))
+        return EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR),
+                              PointCache(self._settings.point_cache))
 
     def _create(self, name: str, *, encoder: str, dim: int, weights: str,
                 point_alias: bool = True) -> EdgeCollection:
@@ -302,7 +306,8 @@ class EdgeCollections:
                 payload_memory=qe.Memory.Cached,  # payload read per result: RAM halves a 100-result search
             )
             record = new_record(name, encoder=encoder, dim=dim, weights=weights)
-            opened = EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR, config))
+            opened = EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR, config),
+                                    PointCache(self._settings.point_cache))
             try:
                 self._ensure_indexes(opened)
                 write_json_atomic(folder / RECORD_FILE, record.as_dict())
