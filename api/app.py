@@ -27,6 +27,7 @@ from api.state import RETRY_S, Loader, ServiceState
 from api.uploads import UploadLimitMiddleware
 from api.wiring import open_search
 from common.settings import Settings, load_settings
+from store.factory import open_async_reader
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServiceState(settings, load, retry_s=retry_s)
         app.state.vitrine = state
+        app.state.reader = open_async_reader(settings)
         state.start()
         try:
             yield
         finally:
             await run_in_threadpool(state.close)
+            if app.state.reader is not None:
+                await app.state.reader.close()
             variants = getattr(app.state, "variants", None)
             if variants is not None:
                 await run_in_threadpool(variants.close)

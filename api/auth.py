@@ -144,7 +144,7 @@ def describe(ring: KeyRing, settings: AuthSettings) -> tuple[int, str]:
     return logging.INFO, f"auth: {len(ring)} API key(s); search {search}; rerank {rerank}"
 
 
-def get_keyring(request: Request) -> KeyRing:
+async def get_keyring(request: Request) -> KeyRing:
     """The app's keys (built once, by `api.app.create_app`)."""
     ring: KeyRing = request.app.state.keyring
     return ring
@@ -178,7 +178,7 @@ class Caller:
         raise Unauthorized(message)
 
 
-def get_caller(ring: KeyRingDep, given: GivenKeyDep) -> Caller:
+async def get_caller(ring: KeyRingDep, given: GivenKeyDep) -> Caller:
     """Who is calling, from the ``X-API-Key`` header."""
     return Caller(auth_on=ring.enabled, key_given=given is not None, key_valid=ring.accepts(given))
 
@@ -186,19 +186,19 @@ def get_caller(ring: KeyRingDep, given: GivenKeyDep) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def require_key(caller: CallerDep) -> None:
+async def require_key(caller: CallerDep) -> None:
     """For endpoints that cost money (generation, imagine): 401 unless auth is off or the key is valid."""
     caller.require("this endpoint")
 
 
-def require_read_key(caller: CallerDep, settings: SettingsDep) -> None:
+async def require_read_key(caller: CallerDep, settings: SettingsDep) -> None:
     """For read-only endpoints: 401 only when keys are set, ``auth.public_search`` is false and the key is not
     valid."""
     caller.require("this endpoint", public=settings.auth.public_search,
                    why="setting auth.public_search is false")
 
 
-def require_metrics_key(caller: CallerDep, settings: SettingsDep) -> None:
+async def require_metrics_key(caller: CallerDep, settings: SettingsDep) -> None:
     """For ``GET /metrics``: 401 only when keys are set, ``auth.public_metrics`` is false and the key is not
     valid."""
     caller.require("this endpoint", public=settings.auth.public_metrics,

@@ -33,7 +33,7 @@ larger than the page (`candidate_count`) keeps that rare.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from store.lexical import LEXICAL
@@ -115,7 +115,8 @@ def with_scores(candidates: Sequence[Candidate], name: str, scores: Mapping[str,
         if name in candidate.scores or candidate.product_id not in scores:
             out.append(candidate)
         else:
-            out.append(replace(candidate, scores={**candidate.scores, name: float(scores[candidate.product_id])}))
+            out.append(Candidate(candidate.product_id, candidate.payload,  # not `replace`: 10x its speed
+                                 {**candidate.scores, name: float(scores[candidate.product_id])}))
     return out
 
 

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import CallerDep, check_rerank
-from api.deps import RerankingDep, SearchServiceDep, SettingsDep
+from api.deps import ReaderDep, RerankingDep, SearchServiceDep, SettingsDep
 from api.errors import error_responses
 from api.reranking import Reranking
 from api.uploads import read_image_upload
@@ -27,6 +28,7 @@ from search.query import (
     build_request,
 )
 from search.service import SearchService
+from store.protocol import AsyncVectorReader
 
 router = APIRouter(prefix="/search", tags=["search"], responses=error_responses(401, 409, 422, 503))
 
@@ -42,7 +44,7 @@ FilterOption = Annotated[str, WithJsonSchema({"type": "string", "pattern": rf"^\
 """A ``FIELD=VALUE`` (or ``FIELD:VALUE``) query-string filter, as `filter_params` accepts it."""
 
 
-def search_params(
+async def search_params(
     *,
     limit: Annotated[int, Query(ge=1, description="Results per page.")] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0, description="Results to skip.")] = 0,
@@ -116,7 +118,7 @@ class RerankOptions(BaseModel):
                                           "rerank.budget_s).")
 
 
-def rerank_params(caller: CallerDep, settings: SettingsDep, rerank: bool = False, rerank_top_n: RerankTopN = None,
+async def rerank_params(caller: CallerDep, settings: SettingsDep, rerank: bool = False, rerank_top_n: RerankTopN = None,
                   rerank_budget_s: RerankBudget = None) -> RerankOptions:
     """The re-rank query parameters of ``GET /search`` and ``POST /search/image``.
 
@@ -146,6 +148,16 @@ class SearchBody(QueryFields, RerankOptions):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+async def respond(request: SearchRequest, options: RerankOptions, *, service: SearchService, reranking: Reranking,
+                  settings: Settings, reader: AsyncVectorReader | None) -> SearchResponse:
+    """The search: through the store's async client when there is one (settings api.async_store) and no
+    re-ranking is asked, otherwise `answer` in a worker thread."""
+    if reader is not None and not options.rerank:
+        return await service.asearch(request, reader)
+    return await run_in_threadpool(answer, request, options, service=service, reranking=reranking,
+                                   settings=settings)
+
+
 def answer(request: SearchRequest, options: RerankOptions, *, service: SearchService, reranking: Reranking,
            settings: Settings) -> SearchResponse:
     """The search, re-ranked when the options ask for it."""
@@ -158,33 +170,35 @@ def answer(request: SearchRequest, options: RerankOptions, *, service: SearchSer
 
 
 @router.get("", summary="Search by text", response_model_exclude_unset=True)
-def search_get(
+async def search_get(
     *,
     service: SearchServiceDep,
     settings: SettingsDep,
     reranking: RerankingDep,
+    reader: ReaderDep,
     params: SearchParamsDep,
     rerank: RerankParamsDep,
     q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="Query text.")] = None,
 ) -> SearchResponse:
     """Search with the text ``q``; filters, page, weights, grouping, facets and re-ranking as query
     parameters."""
-    return answer(build_request({**params, "q": q}, settings=settings.search), rerank, service=service,
-                  reranking=reranking, settings=settings)
+    return await respond(build_request({**params, "q": q}, settings=settings.search), rerank, service=service,
+                         reranking=reranking, settings=settings, reader=reader)
 
 
 @router.post("", summary="Search by text or a composed query (JSON body)", response_model_exclude_unset=True,
              responses=error_responses(400, 413, 415))
-def search_post(body: Annotated[SearchBody, Body(openapi_examples=SEARCH_EXAMPLES)], service: SearchServiceDep,
-                settings: SettingsDep, reranking: RerankingDep, caller: CallerDep) -> SearchResponse:
+async def search_post(body: Annotated[SearchBody, Body(openapi_examples=SEARCH_EXAMPLES)], *,
+                      service: SearchServiceDep, settings: SettingsDep, reranking: RerankingDep, caller: CallerDep,
+                      reader: ReaderDep) -> SearchResponse:
     """The same as ``GET /search``, with the parameters as a JSON body, which may also hold any-field
     ``filters`` and a composed ``query``: a list of parts ``{"text" | "product_id" | "image_url": ..., "weight":
     w}`` whose weighted embeddings add up to the query vector (negative weights push away)."""
     check_rerank(caller, settings.auth, rerank=body.rerank)
     fields = body.model_dump(exclude_unset=True, exclude=set(RerankOptions.model_fields))
     options = RerankOptions(**body.model_dump(include=set(RerankOptions.model_fields)))
-    return answer(build_request(fields, settings=settings.search), options, service=service,
-                  reranking=reranking, settings=settings)
+    return await respond(build_request(fields, settings=settings.search), options, service=service,
+                         reranking=reranking, settings=settings, reader=reader)
 
 
 @router.post("/image", summary="Search by an uploaded image, optionally with text",
