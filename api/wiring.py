@@ -166,7 +166,7 @@ def open_search(settings: Settings, *, model: str | None = None, collection: str
                                 vocabulary=load_tag_vocabulary(settings, info), tag_boost=settings.tags.boost,
                                 image_loader=loader,
                                 thumbnails=ThumbnailStore.from_settings(settings) if settings.images.thumbnails
-                                else None)
+                                else None, embed_settings=settings.embed)
     except BaseException:
         store.close()
         raise

@@ -1,22 +1,27 @@
 """Serving at load: queries/s and p50/p99 latency of ``GET /search`` with N concurrent HTTP clients, with and
-without micro-batching of query encodings (`search.batching`).
+without micro-batching of query encodings (`search.batching`), and with the batches encoded in a child process
+(`search.encoder_process`).
 
-Two ``vitrine serve`` processes are started on copies of one index, one with micro-batching as configured
-(``VITRINE_SEARCH__BATCH_WINDOW_MS``, default the setting's 2 ms) and one with it off (``=0``: each query encoded
-in its own request thread); both have the query cache off (``VITRINE_SEARCH__CACHE_SIZE=0``) and get distinct
-shoppers' queries (the demo's text queries, each with shopper-style additions: "... for women under 50 euros"),
-so every search really runs the encoder. ``--clients`` threads (one ``httpx.Client`` each) send searches back to
-back for ``--duration`` seconds after ``--warmup`` seconds not counted; the two servers are measured in turn,
-alternating which goes first, for ``--rounds`` rounds (the idle one waits). Prints a table (mode, clients, q/s,
-p50, p99, errors, mean encoder batch, where the server's time went) and the ratio batched / unbatched.
+Three ``vitrine serve`` processes are started on copies of one index: "batched" with micro-batching as
+configured (``VITRINE_SEARCH__BATCH_WINDOW_MS``, default the setting's 2 ms), "unbatched" with it off (``=0``:
+each query encoded in its own request thread) and "process", batched with the encoder calls in a child process
+(``VITRINE_SEARCH__ENCODER_PROCESS=true``: the model does not wait for the GIL the request threads hold); all have
+the query cache off (``VITRINE_SEARCH__CACHE_SIZE=0``) and get distinct shoppers' queries (the demo's text
+queries, each with shopper-style additions: "... for women under 50 euros"), so every search really runs the
+encoder. ``--clients`` threads (one ``httpx.Client`` each) send searches back to
+back for ``--duration`` seconds after ``--warmup`` seconds not counted; the servers are measured in turn,
+rotating which goes first, for ``--rounds`` rounds (the idle ones wait). Prints a table (mode, clients, q/s,
+p50, p99, errors, mean encoder batch, where the server's time went) and the ratios batched / unbatched and
+process / batched (``--modes`` picks the servers).
 
 Where the time goes comes from each server's own ``/metrics`` (differences over the measured window):
 encoder calls (`vitrine_encode_seconds`, per query and per call), store calls (`vitrine_store_seconds`) and the
 request time inside the app (`vitrine_http_request_duration_seconds`); the rest of the latency the clients see
 is queueing for the server's thread pool, HTTP and JSON. The server process's CPU seconds
-(`process_cpu_seconds_total`) give the CPU cost of a query ("CPU ms/q") and the CPUs the server got ("CPUs
-used"): on a machine shared with other work, queries/s follows the share of the CPUs the server gets, CPU ms per
-query does not. The 1-minute load average at the start of each run is printed beside.
+(`process_cpu_seconds_total`, plus the CPU of its child processes from ``/proc``: the encoder process) give the
+CPU cost of a query ("CPU ms/q") and the CPUs the server got ("CPUs used"): on a machine shared with other work,
+queries/s follows the share of the CPUs the server gets, CPU ms per query does not. The 1-minute load average at
+the start of each run is printed beside.
 
 The index: with ``--model demo`` (default) the demo index in ``.vitrine`` (``make index-demo``) when it is there,
 copied so that a ``vitrine serve`` running on it does not lock it out; otherwise, and for any other model, the
@@ -29,6 +34,7 @@ Run::
     .venv/bin/python bench/serve.py                                         # demo encoder, 16 clients, 20 s
     .venv/bin/python bench/serve.py --model open_clip:ViT-B-32/random --clients 16 --duration 20
     .venv/bin/python bench/serve.py --clients 1,4,16 --duration 10 --rounds 1
+    .venv/bin/python bench/serve.py --modes batched,process --torch-threads 1
 
 Asserts nothing about time.
 """
@@ -62,6 +68,9 @@ DEMO = ROOT / "data" / "demo"
 DEMO_HOME = ROOT / ".vitrine"
 VITRINE = Path(sys.executable).parent / "vitrine"
 READY_TIMEOUT_S = 300.0
+MODES = ("batched", "unbatched", "process")
+MODE_ENV = {"process": {"VITRINE_SEARCH__ENCODER_PROCESS": "true"}}
+"""Settings of a mode besides its batch window (unbatched: 0, the others: ``--window-ms``)."""
 
 WHO = ("", "for women", "for men", "for kids", "for girls", "for boys", "unisex", "for teens", "for my mum",
        "for my dad")
@@ -106,6 +115,30 @@ def prepare_home(folder: Path, model: str, products: int) -> Path:
     subprocess.run([str(VITRINE), "index", str(catalog), "--model", model, "--no-progress"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     return home
+
+
+def descendants_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the live processes descended from ``pid`` (the encoder process of a
+    "process" server), from ``/proc``; 0.0 where there is none."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ...
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        times[child] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    total, todo = 0.0, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent:
+                total += times[child]
+                todo.append(child)
+    return total
 
 
 def free_port() -> int:
@@ -200,6 +233,7 @@ def drive(server: Server, clients: int, *, warmup: float, duration: float, queri
     counted_from, stop_at = started_at + warmup, started_at + warmup + duration
     before: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     gate = threading.Event()
+    children_cpu: list[float] = []
 
     def client() -> None:
         with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -224,6 +258,7 @@ def drive(server: Server, clients: int, *, warmup: float, duration: float, queri
     def snapshot() -> None:
         time.sleep(max(0.0, counted_from - time.perf_counter()))
         before.update(server.metrics())
+        children_cpu.append(descendants_cpu_s(server.process.pid))
         gate.set()
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
@@ -235,6 +270,8 @@ def drive(server: Server, clients: int, *, warmup: float, duration: float, queri
     gate.wait(30)
     after = server.metrics()
     run.server = server_time(before, after)
+    if children_cpu:  # the encoder process's CPU is the server's too
+        run.server["cpu_s"] += descendants_cpu_s(server.process.pid) - children_cpu[0]
     return run
 
 
@@ -300,17 +337,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each run not counted "
                         "(default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two modes (default %(default)s)")
-    parser.add_argument("--window-ms", type=float, default=2.0, help="batch window of the batched server "
+    parser.add_argument("--rounds", type=int, default=2, help="rotations of the modes (default %(default)s)")
+    parser.add_argument("--window-ms", type=float, default=2.0, help="batch window of the batched servers "
                         "(default %(default)s, the setting's default)")
-    parser.add_argument("--max-batch", type=int, default=32, help="max batch of the batched server "
+    parser.add_argument("--max-batch", type=int, default=32, help="max batch of the batched servers "
                         "(default %(default)s)")
     parser.add_argument("--torch-threads", type=int, default=None, help="OMP_NUM_THREADS and MKL_NUM_THREADS of "
-                        "both servers (default: torch's, one per core)")
+                        "every server (and its encoder process) (default: torch's, one per core)")
+    parser.add_argument("--modes", default=",".join(MODES), help="servers to compare, of "
+                        f"{', '.join(MODES)} (default %(default)s)")
     parser.add_argument("--products", type=int, default=500, help="products indexed when the index is built here "
                         "(default %(default)s)")
     args = parser.parse_args(argv)
     clients = [int(c) for c in str(args.clients).split(",") if c]
+    modes = [m for m in str(args.modes).split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes {args.modes!r}: expected a comma-separated list of {', '.join(MODES)}")
     queries = itertools.cycle(shopper_queries())
     log(f"{platform.node()}: {os.cpu_count()} CPUs, python {platform.python_version()}, model {args.model}")
     with tempfile.TemporaryDirectory(prefix="vitrine-bench-serve-") as tmp, ExitStack() as stack:
@@ -319,15 +361,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads = {} if args.torch_threads is None else \
             {"OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
         servers = {
-            "batched": stack.enter_context(serving(home, folder, "batched", window_ms=args.window_ms,
-                                                       max_batch=args.max_batch, extra_env=threads)),
-            "unbatched": stack.enter_context(serving(home, folder, "unbatched", window_ms=0.0,
-                                                         max_batch=args.max_batch, extra_env=threads)),
+            mode: stack.enter_context(serving(home, folder, mode, window_ms=0.0 if mode == "unbatched" else
+                                              args.window_ms, max_batch=args.max_batch,
+                                              extra_env={**threads, **MODE_ENV.get(mode, {})}))
+            for mode in modes
         }
         runs: dict[tuple[str, int], list[Run]] = {}
         for n in clients:
             for round_number in range(args.rounds):
-                order = ["batched", "unbatched"] if round_number % 2 == 0 else ["unbatched", "batched"]
+                shift = round_number % len(modes)
+                order = modes[shift:] + modes[:shift]
                 for mode in order:
                     run = drive(servers[mode], n, warmup=args.warmup, duration=args.duration, queries=queries)
                     log(f"round {round_number + 1} {mode:9} {n:3} clients: {run.qps:7.1f} q/s, p50 "
@@ -336,14 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"ms/q, load {run.load:.1f}")
                     runs.setdefault((mode, n), []).append(run)
     print(f"\nmodel {args.model}; {args.duration:g} s per run after {args.warmup:g} s warm-up, {args.rounds} "
-          f"round(s) alternated; batched: window {args.window_ms:g} ms, max batch {args.max_batch}; query cache "
-          f"off; torch threads {args.torch_threads or 'default'}\n")
-    print(table([summarise(runs[(mode, n)]) for n in clients for mode in ("batched", "unbatched")]))
+          f"round(s) rotated; batched and process: window {args.window_ms:g} ms, max batch {args.max_batch}; "
+          f"query cache off; torch threads {args.torch_threads or 'default'}\n")
+    print(table([summarise(runs[(mode, n)]) for n in clients for mode in modes]))
     print()
     for n in clients:
-        ratio = statistics.mean(r.qps for r in runs[("batched", n)]) / \
-            max(statistics.mean(r.qps for r in runs[("unbatched", n)]), 1e-9)
-        print(f"{n} clients: batched / unbatched queries/s = {ratio:.2f}x")
+        for mode, baseline in (("batched", "unbatched"), ("process", "batched")):
+            if mode in modes and baseline in modes:
+                ratio = statistics.mean(r.qps for r in runs[(mode, n)]) / \
+                    max(statistics.mean(r.qps for r in runs[(baseline, n)]), 1e-9)
+                print(f"{n} clients: {mode} / {baseline} queries/s = {ratio:.2f}x")
     return 0
 
 

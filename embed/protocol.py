@@ -19,6 +19,26 @@ ImageTransform = Callable[[Image.Image], NDArray[np.float32]]
 
 
 @runtime_checkable
+class Embedder(Protocol):
+    """What query encoding needs of an encoder: its name and the two ``embed_*`` calls (float32 (n, dim) arrays,
+    rows L2-normalised). Every `Encoder` is one; so is `search.encoder_process.ProcessEncoder`, which runs them
+    in a child process."""
+
+    @property
+    def name(self) -> str:
+        """The canonical name the encoder was built from."""
+        ...
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
+        """Embed texts."""
+        ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        """Preprocess and embed decoded images."""
+        ...
+
+
+@runtime_checkable
 class Encoder(Protocol):
     """An image-text embedding model with a shared space.
 

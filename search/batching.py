@@ -34,7 +34,7 @@ from PIL import Image
 
 from common.errors import BackendUnavailable, InvalidInput
 from common.metrics import ENCODE_BATCH_SIZE, ENCODE_QUEUE_WAIT, ENCODE_SECONDS
-from embed.protocol import Encoder
+from embed.protocol import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MicroBatcher:
 
     Args:
         encoder: the loaded encoder (the only caller of its ``embed_texts`` / ``embed_images`` while queries go
-            through here).
+            through here), or a `search.encoder_process.ProcessEncoder` that runs them in a child process.
         window_ms: longest wait after an item is queued for others to join its batch (> 0; settings
             search.batch_window_ms).
         max_batch: most items in one encoder call (settings search.max_batch).
@@ -71,7 +71,7 @@ class MicroBatcher:
         InvalidInput: a window that is not positive, or a max_batch under 1.
     """
 
-    def __init__(self, encoder: Encoder, *, window_ms: float, max_batch: int, idle_s: float = IDLE_S) -> None:
+    def __init__(self, encoder: Embedder, *, window_ms: float, max_batch: int, idle_s: float = IDLE_S) -> None:
         if not window_ms > 0:
             raise InvalidInput(f"batch window {window_ms!r} ms must be more than 0 (0 means: no batching, encode "
                                "inline)")

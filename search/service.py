@@ -7,11 +7,12 @@ its own statistics (`stats`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,13 +21,14 @@ from PIL import Image
 
 from common.errors import EncoderMismatch, InvalidQuery, NotFound
 from common.metrics import STORE_SECONDS, timed_calls
-from common.settings import SearchSettings
+from common.settings import EmbedSettings, SearchSettings
 from common.thumbnails import ThumbnailStore
 from common.vocabulary import TAGS_FIELD, Vocabulary
 from embed.protocol import Encoder
 from search.batching import MicroBatcher
 from search.calibration import Calibration, calibrate
 from search.encode import CacheStats, Part, QueryEncoder, combine
+from search.encoder_process import ProcessEncoder
 from search.filters import build_filter
 from search.fusion import (
     Fused,
@@ -58,11 +60,13 @@ from search.query import (
     check_bounds,
     resolve_weights,
 )
+from search.steps import Steps, StoreCall, run, run_async
 from store.lexical import LEXICAL, covers, query_vector
 from store.protocol import (
     IMAGE,
     STATE_KEY,
     TEXT,
+    AsyncVectorReader,
     Boost,
     CollectionInfo,
     Filter,
@@ -94,7 +98,8 @@ class SearchService:
         encoder: the collection's encoder (loaded here if it is not yet).
         store: an open store.
         settings: candidate count, page bounds, default weights, cache size, micro-batching of query encodings
-            (batch_window_ms > 0: a worker thread that `close` stops).
+            (batch_window_ms > 0: a worker thread that `close` stops; with encoder_process also a child process
+            running a copy of the encoder, see `search.encoder_process`).
         collection: the collection (alias) to search.
         vocabulary: the tag vocabulary the catalog was tagged with; a query naming one of its values boosts
             the products carrying that tag by ``tag_boost``.
@@ -103,6 +108,8 @@ class SearchService:
         calibration: the collection's calibration; measured here when not given.
         thumbnails: where the ingestion put thumbnails and previews: products shown get the URLs of theirs
             (``thumbnail``, ``preview``) when the files exist (None: no URLs).
+        embed_settings: the embed settings the encoder was built with; a child process builds its copy from them
+            (settings search.encoder_process). None: queries are encoded in this process whatever that setting.
 
     Raises:
         NotFound: no such collection.
@@ -122,6 +129,7 @@ class SearchService:
         image_loader: Callable[[str], Image.Image] | None = None,
         calibration: Calibration | None = None,
         thumbnails: ThumbnailStore | None = None,
+        embed_settings: EmbedSettings | None = None,
     ) -> None:
         info = store.collection_info(collection)
         if info.encoder != encoder.name or info.dim != encoder.dim:
@@ -132,7 +140,15 @@ class SearchService:
             )
         check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
         self._encoder = encoder
-        batcher = MicroBatcher(encoder, window_ms=settings.batch_window_ms, max_batch=settings.max_batch) \
+        self._process: ProcessEncoder | None = None
+        if settings.encoder_process and settings.batch_window_ms > 0:
+            if embed_settings is None:
+                logger.warning("search.encoder_process is on but no embed settings were given to the search "
+                               "service; query encodings run in this process")
+            else:  # the batcher's encoder calls run in a child process (another core, no fight for the GIL)
+                self._process = ProcessEncoder(encoder, embed_settings)
+        batcher = MicroBatcher(self._process or encoder, window_ms=settings.batch_window_ms,
+                               max_batch=settings.max_batch) \
             if settings.batch_window_ms > 0 else None  # one worker thread per service (and its encoder)
         self._queries = QueryEncoder(encoder, cache_size=settings.cache_size, batcher=batcher)
         self._store = timed_calls(store, STORE_SECONDS)  # every store call timed, by operation
@@ -143,7 +159,11 @@ class SearchService:
         self._tag_boost = tag_boost
         self._image_loader = image_loader
         self._thumbnails = thumbnails
-        self._calibration = calibration if calibration is not None else calibrate(store, collection)
+        try:
+            self._calibration = calibration if calibration is not None else calibrate(store, collection)
+        except BaseException:
+            self.close()  # the batcher's worker and the encoder process, if any
+            raise
 
     @property
     def encoder(self) -> Encoder:
@@ -172,9 +192,12 @@ class SearchService:
         return self._vocabulary.names if self._vocabulary is not None else ()
 
     def close(self) -> None:
-        """Stop the query encoding worker (settings search.batch_window_ms); queries still queued fail with
-        `common.errors.BackendUnavailable`. The store is the caller's to close. Idempotent."""
+        """Stop the query encoding worker (settings search.batch_window_ms) and the encoder process (settings
+        search.encoder_process); queries still queued fail with `common.errors.BackendUnavailable`. The store is the
+        caller's to close. Idempotent."""
         self._queries.close()
+        if self._process is not None:
+            self._process.close()
 
     def cache_stats(self) -> CacheStats:
         """How the query embedding cache has done."""
@@ -190,6 +213,32 @@ class SearchService:
                 collection, its parts cancel out, or an ``image_url`` cannot be used.
         """
         started = time.perf_counter()
+        query, plan = self._query(request)
+        return run(self._search(query, request, started, plan=plan),
+                   lambda name, kwargs: getattr(self._store, name)(self._collection, **kwargs))
+
+    async def asearch(self, request: SearchRequest, reader: AsyncVectorReader) -> SearchResponse:
+        """`search`, with the reads of the ranking made through ``reader``, an async client of the same
+        collection's store (a Qdrant server): the reads of each phase go out together and no thread waits on the
+        network (`search.steps`). Encoding and fusion run in worker threads, off the event loop.
+
+        Raises:
+            As `search`, and what ``reader`` raises (`common.errors.BackendUnavailable`, ...).
+        """
+        started = time.perf_counter()
+        query, plan = await asyncio.to_thread(self._query, request)
+
+        async def read(name: str, kwargs: dict[str, Any]) -> Any:
+            begun = time.perf_counter()
+            try:
+                return await getattr(reader, name)(self._collection, **kwargs)
+            finally:
+                STORE_SECONDS.labels(name).observe(time.perf_counter() - begun)
+
+        return await run_async(self._search(query, request, started, plan=plan), read)
+
+    def _query(self, request: SearchRequest) -> tuple[NDArray[np.float32], Plan]:
+        """The request's query vector (its parts embedded, cached, and combined) and what else its parts ask."""
         check_bounds(request, self._settings)
         parts: list[Part] = []
         if request.q:
@@ -198,7 +247,7 @@ class SearchService:
             parts.append(Part(self._queries.image(request.image), 1.0, "image"))
         for number, part in enumerate(request.query or [], start=1):
             parts.append(self._resolve(number, part))
-        return self._search(combine(parts), request, started, plan=self._plan(parts))
+        return combine(parts), self._plan(parts)
 
     def _resolve(self, number: int, part: QueryPart) -> Part:
         """Embed one query part."""
@@ -243,40 +292,49 @@ class SearchService:
                     wanted=combine([p for p in parts if p.weight > 0]) if negative else None)
 
     def _search(self, query: NDArray[np.float32], request: QueryFields, started: float, *,
-                plan: Plan) -> SearchResponse:
+                plan: Plan) -> Steps[SearchResponse]:
+        """The search of ``query`` as steps (`search.steps`): the indices' candidates, then their missing
+        exact scores, then (with negative parts) the scores that judge relevance; fused, ranked and paged."""
         w_image, w_text, w_lexical = resolve_weights(request, self._settings)
         if not (plan.words and self._info.lexical):
             w_lexical = 0.0
         grouped = self._settings.group_variants if request.group is None else request.group
         k = candidate_count(candidates=self._settings.candidates, offset=request.offset, limit=request.limit)
         store_filter = build_filter(request)
-        lists: list[tuple[str, list[StoredPoint]]] = []
+        reads: list[StoreCall] = []
+        indices: list[str] = []
         for using, weight in ((IMAGE, w_image), (TEXT, w_text)):
             if weight > 0:  # an index with weight 0 cannot change the order; skip its search
-                found = self._store.search(self._collection, vector=query, using=using, limit=k,
-                                           filter=store_filter, boosts=plan.boosts)
-                lists.append((using, _without_boosts(found, plan.boosts)))
+                reads.append(("search", {"vector": query, "using": using, "limit": k, "filter": store_filter,
+                                         "boosts": plan.boosts}))
+                indices.append(using)
         if w_lexical > 0:
-            lists.append((LEXICAL, self._store.lexical_search(self._collection, text=plan.words, limit=k,
-                                                              filter=store_filter)))
-        candidates = merge_candidates(*lists)
+            reads.append(("lexical_search", {"text": plan.words, "limit": k, "filter": store_filter}))
+            indices.append(LEXICAL)
+        found: list[list[StoredPoint]] = (yield reads) if reads else []
+        candidates = merge_candidates(*((index, points if index == LEXICAL else _without_boosts(points, plan.boosts))
+                                        for index, points in zip(indices, found, strict=True)))
+        reads, indices = [], []
         for using in (IMAGE, TEXT):  # exact similarity on the index that did not find a candidate
             unknown = missing_scores(candidates, using)
             if unknown:
-                scores = self._store.score(self._collection, vector=query, using=using, product_ids=unknown)
-                candidates = with_scores(candidates, using, scores)
+                reads.append(("score", {"vector": query, "using": using, "product_ids": unknown}))
+                indices.append(using)
         if w_lexical > 0:
             unknown = missing_scores(candidates, LEXICAL)
             if unknown:
-                scores = self._store.lexical_score(self._collection, text=plan.words, product_ids=unknown)
-                candidates = with_scores(candidates, LEXICAL, scores)
+                reads.append(("lexical_score", {"text": plan.words, "product_ids": unknown}))
+                indices.append(LEXICAL)
+        if reads:
+            for index, scores in zip(indices, (yield reads), strict=True):
+                candidates = with_scores(candidates, index, scores)
         words, avoided = query_vector(plan.words), [query_vector(text) for text in plan.avoid]
         complete = {c.product_id for c in candidates if c.scores.get(LEXICAL) and covers(words, c.payload)
                     and not any(covers(a, c.payload) for a in avoided)  # it holds words the query avoids
                     and boost_of(c.payload, plan.boosts) >= 0} if w_lexical > 0 else set()  # or a tag it avoids
         ranked = rank(fuse(candidates, w_image=w_image, w_text=w_text, w_lexical=w_lexical, boosts=plan.boosts,
                            all_words=complete, w_all_words=self._settings.w_all_words))
-        relevance = self._relevances(ranked, w_image, w_text, plan)
+        relevance = yield from self._relevances(ranked, w_image, w_text, plan)
         best = max((r for r in relevance.values() if r is not None), default=None)
         calibrated = bool(self._calibration.noise)
         no_good_match = not ranked or (calibrated and (best is None or best < self._settings.no_match_below))
@@ -304,7 +362,7 @@ class SearchService:
         )
 
     def _relevances(self, ranked: Sequence[Fused], w_image: float, w_text: float, plan: Plan
-                    ) -> dict[str, float | None]:
+                    ) -> Steps[dict[str, float | None]]:
         """Each ranked item's relevance: the weighted mean of its per-index relevances (see
         `search.calibration`), or 1 when its text holds every word of the query (an exact brand, SKU or
         model-number match).
@@ -318,9 +376,9 @@ class SearchService:
         if plan.wanted is None:
             scores = {IMAGE: [item.image for item in ranked], TEXT: [item.text for item in ranked]}
         else:
-            found = {index: self._store.score(self._collection, vector=plan.wanted, using=index, product_ids=ids)
-                     for index in (IMAGE, TEXT)}
-            scores = {index: [found[index].get(pid) for pid in ids] for index in (IMAGE, TEXT)}
+            found = yield [("score", {"vector": plan.wanted, "using": index, "product_ids": ids})
+                           for index in (IMAGE, TEXT)]
+            scores = {index: [by_id.get(pid) for pid in ids] for index, by_id in zip((IMAGE, TEXT), found, strict=True)}
         total = np.zeros(len(ids))
         weight = np.zeros(len(ids))
         for index, w in ((IMAGE, w_image), (TEXT, w_text)):
@@ -471,7 +529,8 @@ def _without_boosts(points: list[StoredPoint], boosts: Sequence[Boost]) -> list[
     """Search results with the boosts the engine added taken out of their scores (plain cosines again)."""
     if not boosts:
         return points
-    return [replace(p, score=None if p.score is None else p.score - boost_of(p.payload, boosts)) for p in points]
+    return [StoredPoint(p.product_id, p.payload, p.vectors,  # not `replace`: searches make hundreds
+                        None if p.score is None else p.score - boost_of(p.payload, boosts)) for p in points]
 
 
 def _at_least(relevance: float | None, minimum: float) -> bool:

@@ -121,3 +121,39 @@ def test_vitrine_creates_sharded_replicated_quantized_collections(
     assert store.replication_factor == 2
     assert store.write_consistency_factor <= store.replication_factor
     assert (store.quantization, store.on_disk_vectors, store.rescore) == ("int8", True, True)
+
+
+@pytest.mark.parametrize("file", [SINGLE, CLUSTER])
+def test_the_api_talks_grpc_to_qdrant_on_an_unpublished_port(file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml = pytest.importorskip("yaml")
+    done = compose(file, "config")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    for name in ("api", "api-gpu"):
+        for variable in [v for v in os.environ if v.startswith("VITRINE_")]:
+            monkeypatch.delenv(variable)
+        for variable, value in services[name]["environment"].items():
+            monkeypatch.setenv(variable, str(value))
+        store = Settings().store
+        assert (store.prefer_grpc, store.grpc_port) == (True, 6334), name
+    for name, service in services.items():
+        published = {str(p.get("target") if isinstance(p, dict) else p).split(":")[-1]
+                     for p in service.get("ports", [])}
+        assert not published & {"6333", "6334"}, f"{name} publishes a Qdrant port: {published}"
+        if str(service.get("image", "")).startswith("qdrant/qdrant"):
+            assert {"6333", "6334"} <= {str(p) for p in service.get("expose", [])}, name
+
+
+def test_the_cpu_api_encodes_queries_in_a_child_process_with_one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml = pytest.importorskip("yaml")
+    done = compose(SINGLE, "config")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    for variable in [v for v in os.environ if v.startswith("VITRINE_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in services["api"]["environment"].items():
+        monkeypatch.setenv(variable, str(value))
+    search = Settings().search
+    assert search.encoder_process and search.batch_window_ms > 0  # the setting is real and takes effect
+    assert services["api"]["environment"]["OMP_NUM_THREADS"] == "1"  # the child inherits it
+    assert "VITRINE_SEARCH__ENCODER_PROCESS" not in services["api-gpu"]["environment"]
