@@ -201,7 +201,7 @@ class EdgeStore:
             with self._collections.engine(f"upserting {len(checked)} points into {name!r}"):
                 opened.shard.update(qe.UpdateOperation.upsert_points(edge_points))
         finally:
-            opened.points.forget(_point_uuid(p.point_id) for p in checked)
+            opened.points.forget(_point_key(p.point_id) for p in checked)
 
     def set_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
         """Replace the payload of existing products, keeping their vectors.
@@ -224,7 +224,7 @@ class EdgeStore:
                     if opened.record.lexical:
                         self._write_lexical(opened, p.point_id, p.payload)
             finally:
-                opened.points.forget(_point_uuid(p.point_id) for p in checked)
+                opened.points.forget(_point_key(p.point_id) for p in checked)
 
     def update_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
         """Set the given top-level keys on existing products, keeping their other keys and vectors.
@@ -246,7 +246,7 @@ class EdgeStore:
                     if u.payload:
                         opened.shard.update(qe.UpdateOperation.set_payload([u.point_id], u.payload))
             finally:
-                opened.points.forget(_point_uuid(u.point_id) for u in updates)
+                opened.points.forget(_point_key(u.point_id) for u in updates)
 
     @staticmethod
     def _write_lexical(opened: EdgeCollection, pid: str, payload: Mapping[str, Any]) -> None:
@@ -267,7 +267,7 @@ class EdgeStore:
                 with self._collections.engine(f"deleting {len(ids)} points from {name!r}"):
                     opened.shard.update(qe.UpdateOperation.delete_points(list(ids)))
             finally:
-                opened.points.forget(_point_uuid(pid) for pid in ids)
+                opened.points.forget(_point_key(pid) for pid in ids)
 
     def retrieve(
         self, name: str, product_ids: Sequence[str], *, with_vectors: bool = False
@@ -337,7 +337,7 @@ class EdgeStore:
         Raises:
             InvalidQuery: unknown vector name, or a vector of the wrong shape.
         """
-        asked = {_point_uuid(point_id(pid)): pid for pid in check_product_ids(product_ids)}
+        asked = {_point_key(point_id(pid)): pid for pid in check_product_ids(product_ids)}
         opened = self._collections.get(name)
         query = check_query(vector, using=using, limit=max(len(asked), 1), dim=opened.record.dim)
         if not asked:
@@ -359,7 +359,7 @@ class EdgeStore:
             )
             with self._collections.engine(f"scoring {len(missing)} products of {name!r}"):
                 scored = opened.shard.query(request)
-            out.update((asked[_uuid_of(p)], float(p.score)) for p in scored)
+            out.update((asked[_key_of(p)], float(p.score)) for p in scored)
         return {pid: out[pid] for pid in asked.values() if pid in out}
 
     def lexical_search(
@@ -385,7 +385,7 @@ class EdgeStore:
     def lexical_score(self, name: str, *, text: str, product_ids: Sequence[str]) -> dict[str, float]:
         """BM25 score of ``text`` for each listed product sharing a word with it."""
         asked = {point_id(pid): pid for pid in check_product_ids(product_ids)}
-        by_uuid = {_point_uuid(point): pid for point, pid in asked.items()}
+        by_key = {_point_key(point): pid for point, pid in asked.items()}
         opened = self._collections.get(name)
         sparse = query_vector(text)
         if not asked or not sparse or not opened.record.lexical:
@@ -399,7 +399,7 @@ class EdgeStore:
         )
         with self._collections.engine(f"scoring {len(asked)} products of {name!r} by words"):
             scored = opened.shard.query(request)
-        return {by_uuid[_uuid_of(p)]: float(p.score) for p in scored}
+        return {by_key[_key_of(p)]: float(p.score) for p in scored}
 
     def recommend(
         self,
@@ -491,7 +491,7 @@ class EdgeStore:
             with self._collections.engine(f"reading {len(missing)} products of {name!r}"):
                 records = opened.shard.retrieve([uuid.UUID(int=pid) for pid in missing], with_payload=True,
                                                 with_vector=list(VECTOR_NAMES))
-            read = {_uuid_of(r): CachedPoint(dict(r.payload or {}), _dense(r.vector)) for r in records}
+            read = {_key_of(r): CachedPoint(dict(r.payload or {}), _dense(r.vector)) for r in records}
             opened.points.put(read, generation=generation)
             found.update(read)
         return found
@@ -500,7 +500,7 @@ class EdgeStore:
                 with_vectors: bool) -> list[StoredPoint]:
         """Points the engine returned without their payloads, with them (copies: callers may change them); a
         point deleted since it was found (it is gone) is left out."""
-        ids = [_uuid_of(r) for r in records]
+        ids = [_key_of(r) for r in records]
         cached = self._cached(opened, ids, name)
         kept = [(r, cached[pid].payload) for r, pid in zip(records, ids, strict=True) if pid in cached]
         return stored_points([r for r, _ in kept], with_vectors=with_vectors,
@@ -601,16 +601,16 @@ def _edge_condition(c: Condition) -> qe.FieldCondition:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _point_uuid(point: str) -> int:
+def _point_key(point: str) -> int:
     """A point id (a UUID string) as the point cache keys it: its UUID's integer (cached: searches convert
     hundreds)."""
     return uuid.UUID(point).int
 
 
-def _uuid_of(record: Any) -> int:
+def _key_of(record: Any) -> int:
     """A record's id as the point cache keys it (the engine hands our UUID point ids over as ``uuid.UUID``)."""
     pid = record.id
-    return pid.int if isinstance(pid, uuid.UUID) else _point_uuid(str(pid))
+    return pid.int if isinstance(pid, uuid.UUID) else _point_key(str(pid))
 
 
 def _copied(value: Any) -> Any:
