@@ -29,6 +29,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from common.product import GENERATED_FIELD, GENERATED_SOURCE
+from store.frozen import FrozenDict
 
 LEXICAL = "lexical"
 """Name of the sparse vector."""
@@ -101,7 +102,16 @@ def covers(query: Sparse, payload: Mapping[str, Any]) -> bool:
     """Whether a product's text holds every word of a query (as the lexical index tokenizes both)."""
     if not query:
         return False
-    return set(query.indices) <= _terms(lexical_text(payload))
+    terms = payload.derived(_TERMS, _document_terms) if isinstance(payload, FrozenDict) \
+        else _document_terms(payload)  # a frozen payload keeps its words: worked out once per product
+    return set(query.indices) <= terms
+
+
+_TERMS = "lexical_terms"
+
+
+def _document_terms(payload: Mapping[str, Any]) -> frozenset[int]:
+    return _terms(lexical_text(payload))
 
 
 @functools.lru_cache(maxsize=1 << 15)

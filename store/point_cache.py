@@ -21,17 +21,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from store.frozen import FrozenDict
 
 
 @dataclass(frozen=True)
 class CachedPoint:
     """One product as read from the engine: its payload and its dense vectors (unit length, as stored)."""
 
-    payload: dict[str, Any]
+    payload: FrozenDict
     vectors: Mapping[str, NDArray[np.float32]]
 
 
@@ -61,7 +62,7 @@ class PointCache:
     def get(self, point_ids: Sequence[int]) -> tuple[dict[int, CachedPoint], list[int]]:
         """The cached points among ``point_ids``, and the ids missing (in the order asked).
 
-        The cached payloads are shared: callers copy before changing one (`EdgeStore` hands out copies).
+        The cached payloads are shared, and frozen (`store.frozen`): a caller cannot change one for the others.
         """
         found: dict[int, CachedPoint] = {}
         if not self.capacity:

@@ -189,7 +189,11 @@ class PointWrite:
 
 @dataclass
 class StoredPoint:
-    """One product read back, with the score of the query that found it (if any)."""
+    """One product read back, with the score of the query that found it (if any).
+
+    Its payload is read-only: the embedded store shares it with its point cache, frozen (`store.frozen`:
+    changing it raises `TypeError`); change a copy.
+    """
 
     product_id: str
     payload: dict[str, Any]

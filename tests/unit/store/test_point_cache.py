@@ -6,9 +6,12 @@ payloads, and every write seen by the next read.
 
 from __future__ import annotations
 
+import copy
+import json
+import pickle
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +23,7 @@ from numpy.typing import NDArray
 from common.settings import StoreSettings
 from store.edge_backend import EdgeStore
 from store.edge_collections import EdgeCollection
+from store.frozen import freeze
 from store.point_cache import CachedPoint, PointCache
 from store.protocol import IMAGE, TEXT, Boost, Filter, Match, PointWrite, Range, StoredPoint
 from tests.unit.store.conftest import unit_vectors
@@ -31,7 +35,7 @@ N = 60
 
 def point(i: int) -> CachedPoint:
     """A cached point whose payload tells which one it is."""
-    return CachedPoint({"id": f"p{i}"}, {IMAGE: np.full(4, i, dtype=np.float32)})
+    return CachedPoint(freeze({"id": f"p{i}"}), {IMAGE: np.full(4, i, dtype=np.float32)})
 
 
 def ids_of(found: dict[int, CachedPoint]) -> list[int]:
@@ -302,21 +306,50 @@ def test_a_delete_is_seen_by_the_next_reads(cached: EdgeStore) -> None:
     assert "p006" not in {p.product_id for p in cached.retrieve(NAME, ["p006", "p007"], with_vectors=True)}
 
 
-def test_payloads_handed_out_are_copies(cached: EdgeStore, written: tuple[Path, list[PointWrite]]) -> None:
-    query = unit_vectors(1, DIM, seed=8)[0]
-    first = cached.search(NAME, vector=query, using=IMAGE, limit=5)
-    want = [written[1][int(p.product_id[1:])].payload for p in first]
-    assert [p.payload for p in first] == want
-    for got in (first, cached.retrieve(NAME, [p.product_id for p in first]),
-                cached.lexical_search(NAME, text="product", limit=5)):
+CHANGES: list[Callable[[dict[str, Any]], object]] = [
+    lambda p: p.__setitem__("title", "changed"),
+    lambda p: p.pop("brand"),
+    lambda p: p.update(brand="other"),
+    lambda p: p.setdefault("new", 1),
+    lambda p: p.clear(),
+    lambda p: p.__delitem__("title"),
+    lambda p: p["attributes"].__setitem__("color", "pink"),  # nested values too (a shallow freeze would not)
+    lambda p: p["attributes"]["sizes"].append("XXL"),
+    lambda p: p["attributes"]["sizes"].__setitem__(0, "XXS"),
+    lambda p: p["attributes"]["sizes"].sort(),
+    lambda p: p["attributes"]["sizes"][1].update(stock=0),
+]
+LISTED = PointWrite("p900", {"id": "p900", "title": "product nine hundred", "brand": "acme",
+                             "attributes": {"color": "red", "sizes": ["M", {"size": "L", "stock": 3}]}},
+                    {IMAGE: unit_vectors(1, DIM, seed=90)[0]})
+
+
+@pytest.mark.parametrize("change", range(len(CHANGES)))
+def test_payloads_handed_out_cannot_be_changed(cached: EdgeStore, change: int) -> None:
+    cached.upsert(NAME, [LISTED])
+    query = LISTED.vectors[IMAGE]
+    for got in (cached.search(NAME, vector=query, using=IMAGE, limit=5), cached.retrieve(NAME, ["p900", "p001"]),
+                cached.lexical_search(NAME, text="product nine", limit=5)):
+        assert got[0].payload == LISTED.payload
         for p in got:
-            p.payload["title"] = "changed"
-            p.payload.pop("brand")
-            p.payload["attributes"]["color"] = "pink"  # nested values too (a shallow copy would share them)
-            p.payload["attributes"].setdefault("list", []).append(1)
-    again = cached.search(NAME, vector=query, using=IMAGE, limit=5)
-    assert [p.payload for p in again] == want
-    assert [p.payload for p in cached.retrieve(NAME, [p.product_id for p in first])] == want
+            if p.product_id == "p900":
+                with pytest.raises(TypeError, match=r"shared with the store's cache.*change a copy"):
+                    CHANGES[change](p.payload)
+    assert cached.search(NAME, vector=query, using=IMAGE, limit=1)[0].payload == LISTED.payload
+    assert cached.retrieve(NAME, ["p900"])[0].payload == LISTED.payload
+
+
+def test_copies_of_handed_out_payloads_are_plain(cached: EdgeStore) -> None:
+    cached.upsert(NAME, [LISTED])
+    shared = cached.search(NAME, vector=LISTED.vectors[IMAGE], using=IMAGE, limit=1)[0].payload
+    deep = copy.deepcopy(shared)
+    deep["attributes"]["sizes"][1]["stock"] = 0
+    top = dict(shared)
+    top["title"] = "changed"
+    for plain in (deep, pickle.loads(pickle.dumps(shared)), json.loads(json.dumps(shared))):
+        assert type(plain) is dict and type(plain["attributes"]) is dict
+        assert type(plain["attributes"]["sizes"]) is list and type(plain["attributes"]["sizes"][1]) is dict
+    assert cached.retrieve(NAME, ["p900"])[0].payload == LISTED.payload
 
 
 def test_a_repeated_search_reads_nothing_from_the_engine(pair: tuple[EdgeStore, EdgeStore]) -> None:
