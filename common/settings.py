@@ -107,6 +107,13 @@ class StoreSettings(_Group):
                              "dense vectors) kept in memory between searches, least recently used dropped first "
                              "(about 4 KB plus 8 bytes per dimension each), so a search reads from the engine "
                              "only the products it did not see lately and scores the others itself. 0: off.")
+    search_threads: int = Field(1, ge=0, le=256, description="Embedded store: threads of each collection's "
+                                "search pool in the engine (qdrant-edge's max_search_threads), which reads a "
+                                "collection's segments in parallel. Each search hands its work to the pool and "
+                                "waits: with concurrent searches on a small machine one thread is fastest (2 "
+                                "cores: 89 against 65 searches/s, docs/benchmarks.md); more cut the latency of "
+                                "a lone search over a collection of many segments. 0: keep the collection's "
+                                "(the engine derives it from the CPU count).")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> StoreSettings:

@@ -285,7 +285,9 @@ class EdgeCollections:
                                      "was moved: restore it or drop the collection and index again") from e
         except ValueError as e:
             raise BackendUnavailable(str(e)) from e
-        return EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR),
+        shard_dir = folder / SHARD_DIR
+        return EdgeCollection(physical, record,
+                              _open_shard(shard_dir, _pool_config(shard_dir, self._settings.search_threads)),
                               PointCache(self._settings.point_cache))
 
     def _create(self, name: str, *, encoder: str, dim: int, weights: str,
@@ -304,9 +306,10 @@ class EdgeCollections:
                                                full_scan_threshold=FULL_SCAN_THRESHOLD_KB),
                 wal_enabled=True,
                 payload_memory=qe.Memory.Cached,  # payload read per result: RAM halves a 100-result search
+                max_search_threads=self._settings.search_threads or None,
             )
             record = new_record(name, encoder=encoder, dim=dim, weights=weights)
-            opened = EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR, config),
+            opened = EdgeCollection(physical, record, _open_shard(folder / SHARD_DIR, config, create=True),
                                     PointCache(self._settings.point_cache))
             try:
                 self._ensure_indexes(opened)
@@ -385,17 +388,39 @@ def read_quantization(path: Path) -> Quantization:
                         always_ram=in_ram, originals_on_disk=on_disk)
 
 
-def _open_shard(shard_dir: Path, config: qe.EdgeConfig | None = None) -> qe.EdgeShard:
-    """Load the shard in ``shard_dir``, or create it there with ``config``.
+def _pool_config(shard_dir: Path, threads: int) -> qe.EdgeConfig | None:
+    """What loads the shard in ``shard_dir`` with a search pool of ``threads`` (settings store.search_threads);
+    None: load it as it is (0, or the shard has that pool already).
+
+    The engine keeps the pool size with the shard's configuration, and takes a new one only with a vector
+    configuration, checked against the shard's: the lexical sparse vector's, which has no parameter that
+    differs between collections (a dense one would have to repeat its quantization exactly). A collection
+    without it (made before the lexical index, not upgraded yet) keeps its pool until it is.
+    """
+    if not threads:
+        return None
+    try:
+        persisted = read_json(shard_dir / EDGE_CONFIG_FILE)
+    except (OSError, ValueError, BackendUnavailable):
+        return None
+    sparse = persisted.get("sparse_vectors") or {}
+    if persisted.get("max_search_threads") == threads or (sparse.get(LEXICAL) or {}).get("modifier") != "idf":
+        return None
+    return qe.EdgeConfig(sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                         max_search_threads=threads)
+
+
+def _open_shard(shard_dir: Path, config: qe.EdgeConfig | None, *, create: bool = False) -> qe.EdgeShard:
+    """Load the shard in ``shard_dir`` (with ``config``'s changes, if given), or create it there with ``config``.
 
     Raises:
         StoreLocked: another process (or store object) holds it.
         BackendUnavailable: any other failure.
     """
     try:
-        if config is None:
-            return qe.EdgeShard.load(str(shard_dir))
-        return qe.EdgeShard.create(str(shard_dir), config)
+        if create and config is not None:
+            return qe.EdgeShard.create(str(shard_dir), config)
+        return qe.EdgeShard.load(str(shard_dir), config)
     except Exception as e:
         if "WouldBlock" in str(e):
             raise StoreLocked(f"the store folder {shard_dir.parent} is in use by another process; "

@@ -12,6 +12,7 @@ from common.errors import BackendUnavailable, NotFound, StoreLocked
 from common.settings import StoreSettings
 from store._files import write_aliases
 from store.edge_backend import EdgeStore
+from store.edge_collections import _pool_config
 from store.protocol import IMAGE, PointWrite
 
 DIM = 8
@@ -116,3 +117,42 @@ def test_payload_index_is_made_once_and_its_kind_replaced(tmp_path: Path) -> Non
         assert schema().payload_schema["tags.colour"].data_type == qe.PayloadSchemaType.Integer
     finally:
         store.close()
+
+
+def pool_of(folder: Path, physical: str) -> object:
+    """The search pool size the engine keeps in the collection's configuration (None: its default)."""
+    return json.loads((folder / "collections" / physical / "shard" / "edge_config.json").read_text()) \
+        .get("max_search_threads")
+
+
+def test_the_search_pool_follows_the_setting(tmp_path: Path) -> None:
+    """store.search_threads: set at creation, changed when the collection is opened with another (searches
+    unchanged), kept as it is with 0."""
+    point = PointWrite("a", {"title": "red shoe"}, {IMAGE: np.ones(DIM, np.float32)})
+    for opening, (threads, want) in enumerate(((1, 1), (3, 3), (0, 3), (1, 1))):
+        store = EdgeStore(tmp_path, settings=StoreSettings(search_threads=threads))
+        try:
+            physical = store.ensure_collection("products", encoder="enc", dim=DIM).physical
+            if opening == 0:
+                store.upsert("products", [point])
+            assert pool_of(tmp_path, physical) == want
+            assert [p.product_id for p in store.search("products", vector=np.ones(DIM, np.float32), using=IMAGE,
+                                                        limit=3)] == ["a"]
+            assert [p.product_id for p in store.lexical_search("products", text="shoe", limit=3)] == ["a"]
+        finally:
+            store.close()
+
+
+def test_a_collection_without_the_lexical_vector_keeps_its_pool(tmp_path: Path) -> None:
+    """The engine takes a new pool size only with a vector configuration; the lexical one is given back, and a
+    collection without it is loaded as it is."""
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    (shard / "edge_config.json").write_text(json.dumps({"vectors": {"image": {"size": DIM, "distance": "Cosine"}}}))
+    assert _pool_config(shard, 1) is None
+    (shard / "edge_config.json").write_text(json.dumps({"sparse_vectors": {"lexical": {"modifier": "idf"}},
+                                                        "max_search_threads": 2}))
+    assert _pool_config(shard, 2) is None  # already so
+    assert _pool_config(shard, 0) is None  # keep
+    config = _pool_config(shard, 1)
+    assert config is not None and config.max_search_threads == 1
