@@ -24,7 +24,7 @@ from common.thumbnails import ThumbnailStore
 from common.vocabulary import Vocabulary, load_vocabulary, parse_vocabulary
 from embed import Encoder, build_encoder
 from search.service import SearchService
-from store.factory import open_store
+from store.factory import open_store, reads_in_process
 from store.protocol import CollectionInfo, VectorStore
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def open_search(settings: Settings, *, model: str | None = None, collection: str
                                 vocabulary=load_tag_vocabulary(settings, info), tag_boost=settings.tags.boost,
                                 image_loader=loader,
                                 thumbnails=ThumbnailStore.from_settings(settings) if settings.images.thumbnails
-                                else None, embed_settings=settings.embed)
+                                else None, embed_settings=settings.embed, gate_reads=reads_in_process(settings))
     except BaseException:
         store.close()
         raise

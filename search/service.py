@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,10 @@ class SearchService:
             (``thumbnail``, ``preview``) when the files exist (None: no URLs).
         embed_settings: the embed settings the encoder was built with; a child process builds its copy from them
             (settings search.encoder_process). None: queries are encoded in this process whatever that setting.
+        gate_reads: whether the store's reads count against settings ``parallel_searches`` with the ranking:
+            true for a store whose engine runs in this process (the embedded one: its reads are CPU work here,
+            and interleaving them with other searches costs as much as interleaving the ranking), false for a
+            server, whose reads wait on the network.
 
     Raises:
         NotFound: no such collection.
@@ -130,6 +135,7 @@ class SearchService:
         calibration: Calibration | None = None,
         thumbnails: ThumbnailStore | None = None,
         embed_settings: EmbedSettings | None = None,
+        gate_reads: bool = True,
     ) -> None:
         info = store.collection_info(collection)
         if info.encoder != encoder.name or info.dim != encoder.dim:
@@ -153,6 +159,8 @@ class SearchService:
         self._queries = QueryEncoder(encoder, cache_size=settings.cache_size, batcher=batcher)
         self._store = timed_calls(store, STORE_SECONDS)  # every store call timed, by operation
         self._settings = settings
+        self._gate = threading.BoundedSemaphore(settings.parallel_searches)  # see settings search.parallel_searches
+        self._gate_reads = gate_reads
         self._collection = collection
         self._info = info
         self._vocabulary = vocabulary
@@ -213,9 +221,16 @@ class SearchService:
                 collection, its parts cancel out, or an ``image_url`` cannot be used.
         """
         started = time.perf_counter()
-        query, plan = self._query(request)
-        return run(self._search(query, request, started, plan=plan),
-                   lambda name, kwargs: getattr(self._store, name)(self._collection, **kwargs))
+        query, plan = self._query(request)  # outside the gate: concurrent queries share the encoder's batches
+        steps = self._search(query, request, started, plan=plan)
+
+        def read(name: str, kwargs: dict[str, Any]) -> Any:
+            return getattr(self._store, name)(self._collection, **kwargs)
+
+        if self._gate_reads:  # the store's reads are CPU work in this process too: the whole search holds the gate
+            with self._gate:
+                return run(steps, read)
+        return run(steps, read, gate=self._gate)
 
     async def asearch(self, request: SearchRequest, reader: AsyncVectorReader) -> SearchResponse:
         """`search`, with the reads of the ranking made through ``reader``, an async client of the same
@@ -235,7 +250,7 @@ class SearchService:
             finally:
                 STORE_SECONDS.labels(name).observe(time.perf_counter() - begun)
 
-        return await run_async(self._search(query, request, started, plan=plan), read)
+        return await run_async(self._search(query, request, started, plan=plan), read, gate=self._gate)
 
     def _query(self, request: SearchRequest) -> tuple[NDArray[np.float32], Plan]:
         """The request's query vector (its parts embedded, cached, and combined) and what else its parts ask."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
@@ -23,34 +24,39 @@ Steps: TypeAlias = Generator[list[StoreCall], list[Any], T]
 """A search: yields the reads of each phase (never an empty list), is sent their results, returns the answer."""
 
 
-def run(steps: Steps[T], call: Callable[[str, dict[str, Any]], Any]) -> T:
-    """Drive ``steps`` to its answer, making each read with ``call(name, kwargs)`` in turn."""
-    try:
-        calls = next(steps)
-        while True:
-            calls = steps.send([call(name, kwargs) for name, kwargs in calls])
-    except StopIteration as done:
-        answer: T = done.value
-        return answer
-
-
-async def run_async(steps: Steps[T], call: Callable[[str, dict[str, Any]], Awaitable[Any]]) -> T:
-    """Drive ``steps`` to its answer: each phase's reads concurrently with ``call(name, kwargs)``, the search's
-    own work between them in a worker thread (`asyncio.to_thread`)."""
-    finished, value = await asyncio.to_thread(_advance, steps, None)
+def run(steps: Steps[T], call: Callable[[str, dict[str, Any]], Any], *,
+        gate: AbstractContextManager[Any] | None = None) -> T:
+    """Drive ``steps`` to its answer, making each read with ``call(name, kwargs)`` in turn; the search's own
+    work between the reads holds ``gate`` (a semaphore bounding the searches that compute at once), the reads
+    do not."""
+    finished, value = _advance(steps, None, gate)
     while not finished:
-        results = await asyncio.gather(*(call(name, kwargs) for name, kwargs in value))
-        finished, value = await asyncio.to_thread(_advance, steps, list(results))
+        finished, value = _advance(steps, [call(name, kwargs) for name, kwargs in value], gate)
     answer: T = value
     return answer
 
 
-def _advance(steps: Steps[Any], results: list[Any] | None) -> tuple[bool, Any]:
-    """Resume ``steps`` (started when ``results`` is None): ``(False, next reads)`` or ``(True, answer)``.
+async def run_async(steps: Steps[T], call: Callable[[str, dict[str, Any]], Awaitable[Any]], *,
+                    gate: AbstractContextManager[Any] | None = None) -> T:
+    """Drive ``steps`` to its answer: each phase's reads concurrently with ``call(name, kwargs)``, the search's
+    own work between them in a worker thread (`asyncio.to_thread`), holding ``gate`` as `run` does."""
+    finished, value = await asyncio.to_thread(_advance, steps, None, gate)
+    while not finished:
+        results = await asyncio.gather(*(call(name, kwargs) for name, kwargs in value))
+        finished, value = await asyncio.to_thread(_advance, steps, list(results), gate)
+    answer: T = value
+    return answer
+
+
+def _advance(steps: Steps[Any], results: list[Any] | None,
+             gate: AbstractContextManager[Any] | None) -> tuple[bool, Any]:
+    """Resume ``steps`` (started when ``results`` is None), holding ``gate``: ``(False, next reads)`` or
+    ``(True, answer)``.
 
     A `StopIteration` cannot cross a thread's future, hence the flag.
     """
-    try:
-        return False, next(steps) if results is None else steps.send(results)
-    except StopIteration as done:
-        return True, done.value
+    with gate or nullcontext():
+        try:
+            return False, next(steps) if results is None else steps.send(results)
+        except StopIteration as done:
+            return True, done.value

@@ -37,12 +37,22 @@ def open_store(settings: Settings) -> VectorStore:
     return QdrantServerStore(url, settings=settings.store)
 
 
+def reads_in_process(settings: Settings) -> bool:
+    """Whether the store's reads run in this process, holding the GIL while they compute (the embedded engine,
+    qdrant-client's local mode), rather than in a Qdrant server."""
+    return not _is_server(settings.store.url)
+
+
+def _is_server(url: str | None) -> bool:
+    return url is not None and url.startswith(("http://", "https://"))
+
+
 def open_async_reader(settings: Settings) -> AsyncVectorReader | None:
     """An async client of the store for searches (`store.qdrant_async.AsyncQdrantReader`) when the store is a
     Qdrant server (``http(s)://...``) and settings ``api.async_store`` is on; None otherwise (the embedded engine
     and qdrant-client's local mode have none). Sends nothing until used."""
     url = settings.store.url
-    if not settings.api.async_store or url is None or not url.startswith(("http://", "https://")):
+    if not settings.api.async_store or url is None or not _is_server(url):
         return None
     from store.qdrant_async import AsyncQdrantReader
 

@@ -6,8 +6,12 @@ expected order and scores are known exactly.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -207,3 +211,58 @@ def test_a_collection_built_by_another_encoder_is_refused(store: VectorStore, en
 def test_a_missing_collection_is_not_found(store: VectorStore, encoder: Encoder) -> None:
     with pytest.raises(NotFound):
         service(store, encoder)
+
+
+class SlowReads:
+    """``store`` with each read taking ``seconds`` longer; counts the reads in progress at once (most seen)."""
+
+    READS = ("search", "lexical_search", "score", "lexical_score")
+
+    def __init__(self, store: VectorStore, seconds: float) -> None:
+        self._store, self._seconds = store, seconds
+        self._lock = threading.Lock()
+        self.now = self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name not in self.READS:
+            return attribute
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                time.sleep(self._seconds)
+                return attribute(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.now -= 1
+
+        return read
+
+
+@pytest.mark.parametrize(("slots", "gate_reads"), [(1, True), (2, True), (1, False)])
+def test_parallel_searches_bounds_the_searches_ranking_at_once(
+        filled: VectorStore, encoder: Encoder, slots: int, gate_reads: bool) -> None:
+    """8 threads search at once through a store whose reads take 20 ms. With the embedded store's reads gated
+    (``gate_reads``), at most ``parallel_searches`` searches read at once; a server's reads are not gated."""
+    slow = SlowReads(filled, 0.02)
+    searcher = SearchService(encoder=encoder, store=cast(VectorStore, slow), collection=COLLECTION,
+                             settings=SearchSettings(w_lexical=0.0, parallel_searches=slots, cache_size=100),
+                             gate_reads=gate_reads)
+    want = [hit.id for hit in searcher.search(SearchRequest(q=QUERY)).results]  # encodes once (cached after)
+    slow.most = 0
+    barrier = threading.Barrier(8)
+
+    def one() -> list[str]:
+        barrier.wait()
+        return [hit.id for hit in searcher.search(SearchRequest(q=QUERY)).results]
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: one(), range(8)))
+    assert got == [want] * 8
+    if gate_reads:  # each search reads one after the other, and holds its slot throughout
+        assert slow.most == slots
+    else:  # reads of different searches overlap (8 threads, 20 ms each: they cannot all miss each other)
+        assert slow.most > slots

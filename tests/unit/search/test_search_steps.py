@@ -82,3 +82,46 @@ def test_run_async_passes_the_logic_s_error_on() -> None:
 
     with pytest.raises(ValueError, match="weights"):
         asyncio.run(run_async(failing(), call))
+
+
+def held(gate: threading.Semaphore) -> bool:
+    if gate.acquire(blocking=False):
+        gate.release()
+        return False
+    return True
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_the_gate_is_held_by_the_logic_not_by_the_reads(driver: str) -> None:
+    gate = threading.Semaphore(1)
+    log: list[str] = []
+
+    def steps() -> Steps[str]:
+        log.append(f"logic {held(gate)}")
+        yield [("a", {}), ("b", {})]
+        log.append(f"logic {held(gate)}")
+        return "done"
+
+    def call(name: str, kwargs: dict[str, Any]) -> Any:
+        log.append(f"read {held(gate)}")
+        return name
+
+    async def acall(name: str, kwargs: dict[str, Any]) -> Any:
+        return call(name, kwargs)
+
+    answer = run(steps(), call, gate=gate) if driver == "sync" else asyncio.run(run_async(steps(), acall, gate=gate))
+    assert answer == "done"
+    assert log == ["logic True", "read False", "read False", "logic True"]
+    assert not held(gate)  # released at the end
+
+
+def test_the_gate_is_released_when_the_logic_fails() -> None:
+    gate = threading.Semaphore(1)
+
+    def failing() -> Steps[str]:
+        yield [("a", {})]
+        raise ValueError("weights must be >= 0")
+
+    with pytest.raises(ValueError, match="weights"):
+        run(failing(), lambda name, kwargs: name, gate=gate)
+    assert not held(gate)

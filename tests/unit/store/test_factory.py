@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.settings import Settings, StoreSettings
 from store.edge_backend import EdgeStore
-from store.factory import open_store
+from store.factory import open_store, reads_in_process
 from store.qdrant_backend import QdrantServerStore
 
 
@@ -38,3 +38,11 @@ def test_http_url_is_a_server_client(tmp_path: Path) -> None:
     store = open_store(Settings(home=tmp_path, store=StoreSettings(url="http://qdrant.invalid:6333")))
     assert isinstance(store, QdrantServerStore) and "qdrant.invalid" in repr(store)
     store.close()
+
+
+def test_reads_in_process_unless_the_store_is_a_server(tmp_path: Path) -> None:
+    def reads_here(url: str | None) -> bool:
+        return reads_in_process(Settings(home=tmp_path, store=StoreSettings(url=url)))
+
+    assert reads_here(None) and reads_here(":memory:") and reads_here(f"path:{tmp_path}")
+    assert not reads_here("http://qdrant:6333") and not reads_here("https://qdrant.example.com")
