@@ -1,5 +1,8 @@
 """Weighted fusion of the image and text indices' candidates. Pure functions: inputs are never mutated.
 
+Its records (`Candidate`, `Fused`, `Group`) are plain slotted dataclasses, not frozen ones: a search makes
+hundreds, and a frozen dataclass takes four times as long to build. Nothing changes one once built.
+
 The query vector is searched against both named vectors of the collection; each search returns its top K
 products with their cosine similarity on that index. Over the union of the two lists, every candidate must
 have its exact similarity on *both* indices: the scores a search returned are exact, and the ones missing
@@ -42,7 +45,7 @@ from store.protocol import IMAGE, TEXT, Boost, StoredPoint, boost_of, payload_va
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
     """A product found by at least one index, with its similarity on each index known so far."""
 
@@ -51,7 +54,7 @@ class Candidate:
     scores: Mapping[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Fused:
     """A candidate's fused score and its similarity on each index (None: no such vector)."""
 
@@ -97,7 +100,7 @@ def merge_candidates(*ranked: tuple[str, Iterable[StoredPoint]]) -> list[Candida
                 payloads[point.product_id] = point.payload
                 scores[point.product_id] = {}
             scores[point.product_id].setdefault(name, float(point.score))
-    return [Candidate(product_id=pid, payload=payloads[pid], scores=scores[pid]) for pid in order]
+    return [Candidate(pid, payloads[pid], scores[pid]) for pid in order]
 
 
 def missing_scores(candidates: Sequence[Candidate], name: str) -> list[str]:
@@ -121,7 +124,8 @@ def with_scores(candidates: Sequence[Candidate], name: str, scores: Mapping[str,
 
 
 def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float, w_lexical: float = 0.0,
-         boosts: Sequence[Boost] = (), all_words: Collection[str] = (), w_all_words: float = 0.0) -> list[Fused]:
+         boosts: Sequence[Boost] = (), boosted: Mapping[str, float] | None = None,
+         all_words: Collection[str] = (), w_all_words: float = 0.0) -> list[Fused]:
     """Combine each candidate's similarities on the indices with the weights, and add its tag boosts.
 
     Args:
@@ -131,6 +135,8 @@ def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float, w_le
         w_text: weight of the text similarity (>= 0).
         w_lexical: weight of the lexical match, after division by the best BM25 score (>= 0).
         boosts: tag boosts; a candidate gets the weights of those it matches.
+        boosted: what ``boosts`` give each candidate, by product id, when the caller has worked it out
+            already (`store.protocol.boost_of` of its payload); None: worked out here.
         all_words: ids of the candidates whose text holds every word of the query.
         w_all_words: added to their score.
 
@@ -148,12 +154,11 @@ def fuse(candidates: Sequence[Candidate], *, w_image: float, w_text: float, w_le
         image, text = candidate.scores.get(IMAGE), candidate.scores.get(TEXT)
         bm25 = candidate.scores.get(LEXICAL)
         lexical = bm25 / best_lexical if bm25 is not None and bm25 > 0 and best_lexical > 0 else None
-        boost = boost_of(candidate.payload, boosts)
+        boost = boost_of(candidate.payload, boosts) if boosted is None else boosted.get(candidate.product_id, 0.0)
         score = (w_image * image if image is not None else 0.0) + (w_text * text if text is not None else 0.0)
         complete = candidate.product_id in all_words
         score += (w_lexical * lexical if lexical is not None else 0.0) + boost + (w_all_words if complete else 0.0)
-        fused.append(Fused(product_id=candidate.product_id, score=score, image=image, text=text,
-                           payload=candidate.payload, lexical=lexical, boost=boost, all_words=complete))
+        fused.append(Fused(candidate.product_id, score, image, text, candidate.payload, lexical, boost, complete))
     return fused
 
 
@@ -173,7 +178,7 @@ def paginate(items: Sequence[T], *, offset: int, limit: int) -> list[T]:
     return list(items[offset : offset + limit])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Group:
     """One result of a grouped search: the best product of a ``group_id`` and its other variants found."""
 
@@ -198,7 +203,7 @@ def group_variants(ranked: Sequence[Fused]) -> list[Group]:
             groups[key] = []
             order.append(key)
         groups[key].append(item)
-    return [Group(lead=groups[key][0], variants=tuple(groups[key][1:])) for key in order]
+    return [Group(groups[key][0], tuple(groups[key][1:])) for key in order]
 
 
 def value_counts(payloads: Iterable[Mapping[str, Any]], field: str) -> list[tuple[str | int | bool, int]]:

@@ -327,7 +327,9 @@ class SearchService:
             reads.append(("lexical_search", {"text": plan.words, "limit": k, "filter": store_filter}))
             indices.append(LEXICAL)
         found: list[list[StoredPoint]] = (yield reads) if reads else []
-        candidates = merge_candidates(*((index, points if index == LEXICAL else _without_boosts(points, plan.boosts))
+        boosted = {p.product_id: boost_of(p.payload, plan.boosts) for points in found for p in points} \
+            if plan.boosts else {}  # each candidate's tag boosts, worked out once
+        candidates = merge_candidates(*((index, points if index == LEXICAL else _without_boosts(points, boosted))
                                         for index, points in zip(indices, found, strict=True)))
         reads, indices = [], []
         for using in (IMAGE, TEXT):  # exact similarity on the index that did not find a candidate
@@ -346,9 +348,9 @@ class SearchService:
         words, avoided = query_vector(plan.words), [query_vector(text) for text in plan.avoid]
         complete = {c.product_id for c in candidates if c.scores.get(LEXICAL) and covers(words, c.payload)
                     and not any(covers(a, c.payload) for a in avoided)  # it holds words the query avoids
-                    and boost_of(c.payload, plan.boosts) >= 0} if w_lexical > 0 else set()  # or a tag it avoids
+                    and boosted.get(c.product_id, 0.0) >= 0} if w_lexical > 0 else set()  # or a tag it avoids
         ranked = rank(fuse(candidates, w_image=w_image, w_text=w_text, w_lexical=w_lexical, boosts=plan.boosts,
-                           all_words=complete, w_all_words=self._settings.w_all_words))
+                           boosted=boosted, all_words=complete, w_all_words=self._settings.w_all_words))
         relevance = yield from self._relevances(ranked, w_image, w_text, plan)
         best = max((r for r in relevance.values() if r is not None), default=None)
         calibrated = bool(self._calibration.noise)
@@ -407,11 +409,8 @@ class SearchService:
             total[present] += w * percentiles[present]
             weight[present] += w
         out: dict[str, float | None] = {}
-        for i, item in enumerate(ranked):
-            if item.all_words:
-                out[item.product_id] = 1.0
-            else:
-                out[item.product_id] = round(float(total[i] / weight[i]), 6) if weight[i] else None
+        for item, t, w in zip(ranked, total.tolist(), weight.tolist(), strict=True):  # floats: numpy's scalars are slow
+            out[item.product_id] = 1.0 if item.all_words else round(t / w, 6) if w else None
         return out
 
     @staticmethod
@@ -540,12 +539,13 @@ class Plan:
     """The positive parts' vector, when the query also has negative ones (relevance is judged by it)."""
 
 
-def _without_boosts(points: list[StoredPoint], boosts: Sequence[Boost]) -> list[StoredPoint]:
-    """Search results with the boosts the engine added taken out of their scores (plain cosines again)."""
-    if not boosts:
+def _without_boosts(points: list[StoredPoint], boosted: Mapping[str, float]) -> list[StoredPoint]:
+    """Search results with the boosts the engine added (``boosted``: by product id) taken out of their scores
+    (plain cosines again)."""
+    if not boosted:
         return points
     return [StoredPoint(p.product_id, p.payload, p.vectors,  # not `replace`: searches make hundreds
-                        None if p.score is None else p.score - boost_of(p.payload, boosts)) for p in points]
+                        None if p.score is None else p.score - boosted[p.product_id]) for p in points]
 
 
 def _at_least(relevance: float | None, minimum: float) -> bool:

@@ -133,7 +133,10 @@ def payload_value(payload: Mapping[str, Any], field: str) -> Any:
     """The value at a dotted ``field`` of a payload (``tags.colour``), as the engine reads it; None when absent."""
     value: Any = payload
     for part in _field_path(field):
-        value = value.get(part) if isinstance(value, dict | Mapping) else None  # dict first: the usual, fast check
+        if isinstance(value, dict) or isinstance(value, Mapping):  # noqa: SIM101 (dict first: fast, usual)
+            value = value.get(part)
+        else:  # a scalar or None on the way: nothing further in
+            return None
     return value
 
 

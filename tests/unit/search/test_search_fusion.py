@@ -18,7 +18,7 @@ from search.fusion import (
     rank,
     with_scores,
 )
-from store.protocol import IMAGE, TEXT, StoredPoint
+from store.protocol import IMAGE, TEXT, Boost, Match, StoredPoint, boost_of
 
 
 def hit(pid: str, score: float) -> StoredPoint:
@@ -155,3 +155,22 @@ def test_paginate_and_candidate_count() -> None:
         paginate(items, offset=0, limit=0)
     assert candidate_count(candidates=100, offset=0, limit=10) == 100
     assert candidate_count(candidates=100, offset=95, limit=20) == 115
+
+
+def test_fuse_takes_the_boosts_worked_out_by_the_caller() -> None:
+    """``boosted`` (by product id) gives what ``boosts`` would give each candidate from its payload, without
+    reading the payloads again; the result is the same."""
+    boosts = [Boost(Match("tags.colour", "red"), 0.1), Boost(Match("brand", "Acme"), -0.05)]
+    payloads = {"a": {"id": "a", "tags": {"colour": "red"}, "brand": "Acme"},
+                "b": {"id": "b", "tags": {"colour": "blue"}},
+                "c": {"id": "c", "brand": "Zeta", "tags": {"colour": "red"}}}
+    candidates = [Candidate(pid, payload, {IMAGE: 0.5 + 0.1 * n, TEXT: 0.3}) for n, (pid, payload)
+                  in enumerate(payloads.items())]
+    boosted = {pid: boost_of(payload, boosts) for pid, payload in payloads.items()}
+    assert boosted == pytest.approx({"a": 0.05, "b": 0.0, "c": 0.1})
+    plain = fuse(candidates, w_image=0.6, w_text=0.4, boosts=boosts)
+    given = fuse(candidates, w_image=0.6, w_text=0.4, boosts=boosts, boosted=boosted)
+    assert given == plain
+    assert [f.boost for f in given] == pytest.approx([0.05, 0.0, 0.1])
+    told = fuse(candidates, w_image=0.6, w_text=0.4, boosts=boosts, boosted={"b": 0.3})  # the caller's word is used
+    assert [f.boost for f in told] == [0.0, 0.3, 0.0]
