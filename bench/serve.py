@@ -5,14 +5,18 @@ without micro-batching of query encodings (`search.batching`), and with the batc
 Three ``vitrine serve`` processes are started on copies of one index: "batched" with micro-batching as
 configured (``VITRINE_SEARCH__BATCH_WINDOW_MS``, default the setting's 2 ms), "unbatched" with it off (``=0``:
 each query encoded in its own request thread) and "process", batched with the encoder calls in a child process
-(``VITRINE_SEARCH__ENCODER_PROCESS=true``: the model does not wait for the GIL the request threads hold); all have
+(``VITRINE_SEARCH__ENCODER_PROCESS=true``: the model does not wait for the GIL the request threads hold). Two
+more take the process mode and undo one setting each, to measure it: "ungated" lets up to 64 searches compute at
+once (``VITRINE_SEARCH__PARALLEL_SEARCHES=64``, against the default 1), "pooled" gives the embedded engine's
+search pool one thread per CPU (``VITRINE_STORE__SEARCH_THREADS``, against the default 1). All have
 the query cache off (``VITRINE_SEARCH__CACHE_SIZE=0``) and get distinct shoppers' queries (the demo's text
 queries, each with shopper-style additions: "... for women under 50 euros"), so every search really runs the
 encoder. ``--clients`` threads (one ``httpx.Client`` each) send searches back to
 back for ``--duration`` seconds after ``--warmup`` seconds not counted; the servers are measured in turn,
 rotating which goes first, for ``--rounds`` rounds (the idle ones wait). Prints a table (mode, clients, q/s,
-p50, p99, errors, mean encoder batch, where the server's time went) and the ratios batched / unbatched and
-process / batched (``--modes`` picks the servers).
+p50, p99, errors, mean encoder batch, where the server's time went) and the ratios batched / unbatched,
+process / batched, process / ungated and process / pooled (``--modes`` picks the servers; the default is the
+first three).
 
 Where the time goes comes from each server's own ``/metrics`` (differences over the measured window):
 encoder calls (`vitrine_encode_seconds`, per query and per call), store calls (`vitrine_store_seconds`) and the
@@ -35,6 +39,7 @@ Run::
     .venv/bin/python bench/serve.py --model open_clip:ViT-B-32/random --clients 16 --duration 20
     .venv/bin/python bench/serve.py --clients 1,4,16 --duration 10 --rounds 1
     .venv/bin/python bench/serve.py --modes batched,process --torch-threads 1
+    .venv/bin/python bench/serve.py --modes process,ungated,pooled --torch-threads 1
 
 Asserts nothing about time.
 """
@@ -68,8 +73,11 @@ DEMO = ROOT / "data" / "demo"
 DEMO_HOME = ROOT / ".vitrine"
 VITRINE = Path(sys.executable).parent / "vitrine"
 READY_TIMEOUT_S = 300.0
-MODES = ("batched", "unbatched", "process")
-MODE_ENV = {"process": {"VITRINE_SEARCH__ENCODER_PROCESS": "true"}}
+MODES = ("batched", "unbatched", "process", "ungated", "pooled")
+MODE_ENV = {"process": {"VITRINE_SEARCH__ENCODER_PROCESS": "true"},
+            "ungated": {"VITRINE_SEARCH__ENCODER_PROCESS": "true", "VITRINE_SEARCH__PARALLEL_SEARCHES": "64"},
+            "pooled": {"VITRINE_SEARCH__ENCODER_PROCESS": "true",
+                       "VITRINE_STORE__SEARCH_THREADS": str(os.cpu_count() or 1)}}
 """Settings of a mode besides its batch window (unbatched: 0, the others: ``--window-ms``)."""
 
 WHO = ("", "for women", "for men", "for kids", "for girls", "for boys", "unisex", "for teens", "for my mum",
@@ -344,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default %(default)s)")
     parser.add_argument("--torch-threads", type=int, default=None, help="OMP_NUM_THREADS and MKL_NUM_THREADS of "
                         "every server (and its encoder process) (default: torch's, one per core)")
-    parser.add_argument("--modes", default=",".join(MODES), help="servers to compare, of "
+    parser.add_argument("--modes", default=",".join(MODES[:3]), help="servers to compare, of "
                         f"{', '.join(MODES)} (default %(default)s)")
     parser.add_argument("--products", type=int, default=500, help="products indexed when the index is built here "
                         "(default %(default)s)")
@@ -384,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table([summarise(runs[(mode, n)]) for n in clients for mode in modes]))
     print()
     for n in clients:
-        for mode, baseline in (("batched", "unbatched"), ("process", "batched")):
+        for mode, baseline in (("batched", "unbatched"), ("process", "batched"), ("process", "ungated"),
+                               ("process", "pooled")):
             if mode in modes and baseline in modes:
                 ratio = statistics.mean(r.qps for r in runs[(mode, n)]) / \
                     max(statistics.mean(r.qps for r in runs[(baseline, n)]), 1e-9)
