@@ -234,6 +234,9 @@ class SearchSettings(_Group):
                                   "core. Costs a second copy of the model in memory (the server keeps its own). "
                                   "Needs batch_window_ms > 0 (ignored otherwise), and an encoder that "
                                   "embed.build_encoder(settings.embed, name) can build by its name.")
+    encoder_timeout_s: float = Field(120.0, gt=0, le=3600, description="With encoder_process: the longest wait "
+                                     "for one batch's vectors; a child process taking longer is taken for hung, "
+                                     "stopped, and replaced by the next query (its batch fails with 503).")
     parallel_searches: int = Field(1, ge=1, le=256, description="Searches ranked at once in one process, after "
                                    "their queries are encoded (the others wait their turn). Ranking is Python, "
                                    "which runs one thread at a time (the GIL): searches interleaved in many "

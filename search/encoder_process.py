@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 600.0
 """Longest wait for a child to build and load its encoder (a large model from a cold disk)."""
+CALL_TIMEOUT_S = 120.0
+"""Longest wait for one batch's vectors (settings search.encoder_timeout_s): a child that takes longer is taken
+for hung, killed and replaced."""
 MAX_FAILURES = 3
 FAILURE_WINDOW_S = 60.0
 STOP_WAIT_S = 5.0
@@ -152,14 +155,15 @@ class ProcessEncoder:
     """
 
     def __init__(self, encoder: Encoder, settings: EmbedSettings, *, model: str | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S, max_failures: int = MAX_FAILURES,
-                 failure_window_s: float = FAILURE_WINDOW_S) -> None:
+                 start_timeout_s: float = START_TIMEOUT_S, call_timeout_s: float = CALL_TIMEOUT_S,
+                 max_failures: int = MAX_FAILURES, failure_window_s: float = FAILURE_WINDOW_S) -> None:
         self._name = encoder.name
         self._dim = encoder.dim
         self._weights_id = encoder.weights_id
         self._settings = settings
         self._model = model or encoder.name
         self._start_timeout_s = start_timeout_s
+        self._call_timeout_s = call_timeout_s
         self._max_failures = max_failures
         self._failure_window_s = failure_window_s
         self._failures: deque[float] = deque()
@@ -243,7 +247,13 @@ class ProcessEncoder:
             assert conn is not None and process is not None
             try:
                 conn.send((kind, values))
-                reply = self._receive(conn, process, None)
+                reply = self._receive(conn, process, self._call_timeout_s)
+            except _Hung as error:
+                self._failed()  # killed: a hung child would hold every later batch
+                raise BackendUnavailable(
+                    f"the encoder process of {self._name!r} (pid {process.pid}) did not encode {len(values)} query "
+                    f"{kind}s within {self._call_timeout_s:g} s (settings search.encoder_timeout_s); it was stopped "
+                    "and the next query starts a new one") from error
             except (EOFError, OSError, BackendUnavailable) as error:
                 code = process.exitcode
                 self._failed()
@@ -335,7 +345,7 @@ class ProcessEncoder:
                     break
                 raise BackendUnavailable(f"the process ended (exit code {process.exitcode})")
             if deadline is not None and time.monotonic() > deadline:
-                raise BackendUnavailable(f"no answer within {timeout_s:g} s")
+                raise _Hung(f"no answer within {timeout_s:g} s")
         reply: tuple[Any, ...] = conn.recv()
         return reply
 
@@ -368,3 +378,7 @@ class ProcessEncoder:
         if process.is_alive():
             process.kill()
             process.join(STOP_WAIT_S)
+
+
+class _Hung(BackendUnavailable):
+    """A child alive but silent past its deadline."""

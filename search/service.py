@@ -152,7 +152,7 @@ class SearchService:
                 logger.warning("search.encoder_process is on but no embed settings were given to the search "
                                "service; query encodings run in this process")
             else:  # the batcher's encoder calls run in a child process (another core, no fight for the GIL)
-                self._process = ProcessEncoder(encoder, embed_settings)
+                self._process = ProcessEncoder(encoder, embed_settings, call_timeout_s=settings.encoder_timeout_s)
         batcher = MicroBatcher(self._process or encoder, window_ms=settings.batch_window_ms,
                                max_batch=settings.max_batch) \
             if settings.batch_window_ms > 0 else None  # one worker thread per service (and its encoder)

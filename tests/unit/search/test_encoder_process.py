@@ -147,3 +147,26 @@ def test_a_child_with_another_encoder_is_refused(demo: Encoder, tiny_clip_dir: o
         ProcessEncoder(demo, EmbedSettings(), model=str(tiny_clip_dir))
     assert time.monotonic() - started < 60
     assert not [child for child in multiprocessing.active_children() if child.name == "vitrine-encoder-demo"]
+
+
+def test_a_hung_child_is_stopped_after_the_timeout_and_replaced(demo: Encoder) -> None:
+    """A child alive but silent (stopped with SIGSTOP) fails its batch once ``call_timeout_s`` passes, is killed,
+    and the next call starts a new one."""
+    made = ProcessEncoder(demo, EmbedSettings(), call_timeout_s=1.5)
+    try:
+        hung = made.pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)
+        began = time.monotonic()
+        with pytest.raises(BackendUnavailable, match=rf"pid {hung}\) did not encode 1 query texts within 1.5 s "
+                                                     r"\(settings search.encoder_timeout_s\); it was stopped"):
+            made.embed_texts(["red shoe"])
+        assert 1.5 <= time.monotonic() - began < 10
+        deadline = time.monotonic() + 10
+        while not gone(hung) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(hung)
+        np.testing.assert_allclose(made.embed_texts(["red shoe"]), demo.embed_texts(["red shoe"]), atol=ATOL)
+        assert made.starts == 2 and made.pid not in (None, hung)
+    finally:
+        made.close()
