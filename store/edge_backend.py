@@ -493,7 +493,7 @@ class EdgeStore:
             with self._collections.engine(f"reading {len(missing)} products of {name!r}"):
                 records = opened.shard.retrieve([uuid.UUID(int=pid) for pid in missing], with_payload=True,
                                                 with_vector=list(VECTOR_NAMES))
-            read = {_key_of(r): CachedPoint(freeze(dict(r.payload or {})), _dense(r.vector)) for r in records}
+            read = {_key_of(r): CachedPoint(freeze(r.payload or {}), _dense(r.vector)) for r in records}
             opened.points.put(read, generation=generation)
             found.update(read)
         return found
