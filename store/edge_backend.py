@@ -47,7 +47,7 @@ from store._common import (
 )
 from store.edge_collections import EdgeCollection, EdgeCollections
 from store.frozen import freeze
-from store.lexical import LEXICAL, document_vector, query_vector
+from store.lexical import LEXICAL, document_vector, query_vector, reads_words
 from store.point_cache import CachedPoint
 from store.protocol import (
     VECTOR_NAMES,
@@ -238,14 +238,18 @@ class EdgeStore:
         opened = self._collections.get(name)
         if not updates:
             return
+        words = opened.record.lexical and any(reads_words(u.payload) for u in updates)
         with self._collections.engine(f"updating payloads in {name!r}"):
-            records = opened.shard.retrieve([u.point_id for u in updates], with_payload=False, with_vector=False)
+            records = opened.shard.retrieve([u.point_id for u in updates], with_payload=words, with_vector=False)
             require_found([(u.point_id, u.product_id) for u in updates], {str(r.id) for r in records},
                           action="update", name=name)
+            before = {str(r.id): r.payload or {} for r in records} if words else {}
             try:
                 for u in updates:
                     if u.payload:
                         opened.shard.update(qe.UpdateOperation.set_payload([u.point_id], u.payload))
+                    if words and reads_words(u.payload):  # its words changed: so does its lexical vector
+                        self._write_lexical(opened, u.point_id, {**before[u.point_id], **u.payload})
             finally:
                 opened.points.forget(_point_key(u.point_id) for u in updates)
 

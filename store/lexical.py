@@ -22,7 +22,7 @@ it sits beside: whoever writes a payload (`upsert`, `set_payload`) writes its le
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,10 @@ class Sparse:
         return bool(self.indices)
 
 
+_WORD_KEYS = frozenset({*TEXT_FIELDS, "attributes", GENERATED_FIELD})
+"""The top-level payload keys `lexical_text` reads."""
+
+
 def lexical_text(payload: Mapping[str, Any]) -> str:
     """The text a product's lexical vector is built from (empty when it has none)."""
     parts = [str(payload[name]) for name in TEXT_FIELDS if isinstance(payload.get(name), str)]
@@ -81,6 +85,11 @@ def lexical_text(payload: Mapping[str, Any]) -> str:
             and isinstance(generated.get("description"), str):
         parts.append(generated["description"])
     return " ".join(parts)
+
+
+def reads_words(keys: Iterable[str]) -> bool:
+    """Whether setting these top-level payload keys can change a product's lexical text (`lexical_text`)."""
+    return any(key in _WORD_KEYS for key in keys)
 
 
 def document_vector(payload: Mapping[str, Any]) -> Sparse:

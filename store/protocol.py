@@ -275,7 +275,8 @@ class VectorStore(Protocol):
         ...
 
     def update_payload(self, name: str, payloads: Mapping[str, dict[str, Any]]) -> None:
-        """Set the given top-level keys on existing points (by product id), keeping their other keys and vectors.
+        """Set the given top-level keys on existing points (by product id), keeping their other keys and vectors;
+        a product whose words change (a key `store.lexical.lexical_text` reads) gets its lexical vector rebuilt.
 
         Raises:
             NotFound: some product ids are not in the collection (nothing is written); the message lists them.

@@ -54,7 +54,7 @@ from store._common import (
 )
 from store._qdrant_util import SERVER_ERRORS, connect, server_error, server_name, to_qdrant_filter
 from store._qdrant_util import condition as _condition
-from store.lexical import LEXICAL, Sparse, document_vector, query_vector
+from store.lexical import LEXICAL, Sparse, document_vector, query_vector, reads_words
 from store.protocol import (
     IMAGE,
     VECTOR_NAMES,
@@ -302,15 +302,20 @@ class QdrantServerStore:
         self._dim(name)
         if not updates:
             return
+        words = any(reads_words(u.payload) for u in updates) and self._lexical(name)
         with self._call(f"updating payloads in {name!r}"):
-            records = self._client.retrieve(name, [u.point_id for u in updates], with_payload=False,
+            records = self._client.retrieve(name, [u.point_id for u in updates], with_payload=words,
                                             with_vectors=False)
             require_found([(u.point_id, u.product_id) for u in updates], {str(r.id) for r in records},
                           action="update", name=name)
+            before = {str(r.id): r.payload or {} for r in records} if words else {}
             operations: list[models.UpdateOperation] = [
                 models.SetPayloadOperation(set_payload=models.SetPayload(payload=u.payload, points=[u.point_id]))
                 for u in updates if u.payload
             ]
+            if words:  # the products whose words changed get their lexical vector rebuilt
+                operations += [_lexical_operation(u.point_id, {**before[u.point_id], **u.payload})
+                               for u in updates if reads_words(u.payload)]
             if operations:
                 self._client.batch_update_points(name, operations, wait=True)
 

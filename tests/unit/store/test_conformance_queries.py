@@ -189,3 +189,19 @@ def test_the_record_remembers_the_tag_vocabulary(opener: Opener) -> None:
     with pytest.raises(NotFound):
         store.record_tags("nope", vocabulary)
     store.close()
+
+
+def test_a_payload_update_of_words_rebuilds_the_lexical_vector(store: VectorStore) -> None:
+    """update_payload of a key the lexical text reads (title, description, attributes, ...) rebuilds the
+    product's lexical vector from its whole new payload; other keys leave it as it was."""
+    shop(store)
+    store.update_payload("shop", {"s3": {"title": "Zeta umbrella"}, "s1": {"similar": {"ids": ["s0"]}}})
+    assert [h.product_id for h in store.lexical_search("shop", text="umbrella", limit=5)] == ["s3"]
+    assert store.lexical_search("shop", text="summer", limit=5) == []  # the old title's word is gone
+    assert [h.product_id for h in store.lexical_search("shop", text="linen", limit=5)] == ["s3"]  # kept description
+    store.update_payload("shop", {"s0": {"attributes": {"model_number": "XQ-777001"}}})
+    assert [h.product_id for h in store.lexical_search("shop", text="XQ-777001", limit=5)] == ["s0"]
+    assert store.lexical_search("shop", text="900123", limit=5) == []  # s0's old model number
+    store.update_payload("shop", {"s3": {"title": "", "description": "", "brand": "", "category": ""}})
+    assert store.lexical_search("shop", text="umbrella", limit=5) == []  # no text left: no lexical vector
+    assert [p.product_id for p in store.retrieve("shop", ["s3"])] == ["s3"]
