@@ -125,6 +125,13 @@ class Components:
         self.store.close()
 
 
+def refresh_search(components: Components, settings: Settings) -> None:
+    """After a re-index switched the collection's alias: the search service takes up the new version (its
+    description, calibration and recorded tag vocabulary; see `SearchService.refresh`)."""
+    service = components.service
+    service.refresh(load_tag_vocabulary(settings, components.store.collection_info(service.collection)))
+
+
 def load_tag_vocabulary(settings: Settings, info: CollectionInfo) -> Vocabulary | None:
     """The tag vocabulary queries are boosted with: the file of settings tags.vocabulary when set, otherwise the
     one the collection was tagged with (recorded by `vitrine index`), if any.

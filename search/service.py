@@ -207,6 +207,23 @@ class SearchService:
         if self._process is not None:
             self._process.close()
 
+    def refresh(self, vocabulary: Vocabulary | None) -> None:
+        """Take up the version of the collection its alias points at now (after a re-index switched it): its
+        description (count, lexical index), a new calibration, and ``vocabulary`` for tag boosts. Searches
+        meanwhile go on with the previous ones.
+
+        Raises:
+            EncoderMismatch: the new version was built by another encoder (nothing is changed).
+        """
+        info = self._store.collection_info(self._collection)
+        if info.encoder != self._encoder.name or info.dim != self._encoder.dim:
+            raise EncoderMismatch(f"collection {self._collection!r} now holds a version built with encoder "
+                                  f"{info.encoder!r} (dim {info.dim}), not {self._encoder.name!r}; restart the "
+                                  "server with that encoder")
+        calibration = calibrate(self._store, self._collection)
+        self._info, self._calibration, self._vocabulary = info, calibration, vocabulary
+        logger.info("search took up version %s of %r (%d products)", info.physical, self._collection, info.count)
+
     def cache_stats(self) -> CacheStats:
         """How the query embedding cache has done."""
         return self._queries.stats()

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field
 from api.auth import CallerDep
 from api.deps import SettingsDep, StateDep
 from api.errors import error_responses
+from api.wiring import refresh_search
 from common.errors import InvalidInput, NotFound, Overloaded, Unauthorized, VitrineError
 from common.settings import Settings
 from embed import Encoder
@@ -134,8 +136,8 @@ class ReindexJobs:
             return job.as_dict()
 
     def start(self, body: ReindexRequest, catalog: Path, *, settings: Settings, store: VectorStore,
-              encoder: Encoder) -> dict[str, Any]:
-        """Start a job in a daemon thread.
+              encoder: Encoder, on_switched: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Start a job in a daemon thread; ``on_switched`` is called once the alias points at the new version.
 
         Raises:
             Overloaded: a job is already running (429).
@@ -152,7 +154,8 @@ class ReindexJobs:
                 if self._jobs[old].state in FINISHED:
                     del self._jobs[old]
             thread = threading.Thread(target=self._run, args=(job, body, catalog),
-                                      kwargs={"settings": settings, "store": store, "encoder": encoder},
+                                      kwargs={"settings": settings, "store": store, "encoder": encoder,
+                                              "on_switched": on_switched},
                                       name=f"vitrine-reindex-{job.id[:8]}", daemon=True)
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
@@ -165,7 +168,7 @@ class ReindexJobs:
             job.updated = time.time()
 
     def _run(self, job: ReindexJob, body: ReindexRequest, catalog: Path, *, settings: Settings, store: VectorStore,
-             encoder: Encoder) -> None:
+             encoder: Encoder, on_switched: Callable[[], None] | None) -> None:
         def on_stage(stage: str, data: dict[str, Any]) -> None:
             changes: dict[str, Any] = {"stage": stage}
             if "version" in data:
@@ -175,6 +178,13 @@ class ReindexJobs:
             if stage in ("switched", "grace"):
                 changes["state"] = "switched"
             self._update(job, **changes)
+            if stage == "switched" and on_switched is not None:
+                try:
+                    on_switched()
+                except Exception:  # the switch stands; searches keep the previous calibration and vocabulary
+                    logger.exception("re-index job %s: the search service could not take up the new version; "
+                                     "it keeps the previous one's calibration and tag vocabulary until a restart",
+                                     job.id)
 
         canary = Canary(queries=tuple(CanaryQuery(q.query, q.expect) for q in body.canary_queries),
                         allow_shrink=body.allow_shrink)
@@ -242,7 +252,8 @@ def start_reindex(body: ReindexRequest, settings: SettingsDep, state: StateDep, 
     catalog = confined_catalog(body.catalog, settings)
     components = state.components()
     return jobs.start(body, catalog, settings=settings, store=components.store,
-                      encoder=components.service.encoder)
+                      encoder=components.service.encoder,
+                      on_switched=lambda: refresh_search(components, settings))
 
 
 @router.get("/reindex/{job_id}", summary="Where a re-index job stands", responses=error_responses(404))

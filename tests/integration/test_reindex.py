@@ -249,6 +249,28 @@ def _load_test(demo: Encoder, home: Path, roots: Path, store: dict[str, Any]) ->
     assert seen_after and set(seen_after) == {"bravo"}, seen_after
 
 
+def test_after_a_reindex_the_server_searches_with_the_new_version_s_calibration(demo: Encoder,
+                                                                                 tmp_path: Path) -> None:
+    """The running search service takes up the new version when the job switches the alias: its calibration is
+    measured again (here over 60 products instead of 40), and searches answer throughout."""
+    home, roots = tmp_path / "home", tmp_path / "catalogs"
+    first_index(settings_for(home), demo, write_catalog(roots, "alpha"))
+    with running(create_app(server_settings(home, roots))) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_ready(client)
+        before = client.get("/stats").json()
+        assert before["calibration"]["products"] == PRODUCTS and before["collection"]["count"] == PRODUCTS
+        response = client.post("/admin/reindex", json={"catalog": str(write_catalog(roots, "bravo", count=60)),
+                                                        "grace_s": 0})
+        assert response.status_code == 202, response.text
+        job = follow(client, response.json())
+        assert job["state"] == "done", job
+        after = client.get("/stats").json()
+        assert after["calibration"]["products"] == 60 and after["collection"]["count"] == 60
+        assert after["collection"]["physical"] == job["version"] != before["collection"]["physical"]
+        hits = client.get("/search", params={"q": "sneaker", "limit": 3}).json()["results"]
+        assert hits and all(hit["product"]["title"].startswith("bravo") for hit in hits)
+
+
 def test_the_cli_goes_through_the_server_that_holds_the_store(demo: Encoder, tmp_path: Path) -> None:
     home, roots = tmp_path / "home", tmp_path / "catalogs"
     first_index(settings_for(home), demo, write_catalog(roots, "alpha"))
