@@ -138,13 +138,7 @@ class SearchService:
         gate_reads: bool = True,
     ) -> None:
         info = store.collection_info(collection)
-        if info.encoder != encoder.name or info.dim != encoder.dim:
-            raise EncoderMismatch(
-                f"collection {collection!r} was built with encoder {info.encoder!r} (dim {info.dim}) but is "
-                f"being searched with {encoder.name!r} (dim {encoder.dim}); search it with {info.encoder!r} "
-                "or re-index it with the new encoder"
-            )
-        check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
+        _check_encoder(collection, info, encoder)
         self._encoder = encoder
         self._process: ProcessEncoder | None = None
         if settings.encoder_process and settings.batch_window_ms > 0:
@@ -185,7 +179,7 @@ class SearchService:
 
     @property
     def info(self) -> CollectionInfo:
-        """The collection as it was when the service was built (count may have changed since)."""
+        """The collection as it was when the service was built or last refreshed (count may have changed since)."""
         return self._info
 
     @property
@@ -213,13 +207,10 @@ class SearchService:
         meanwhile go on with the previous ones.
 
         Raises:
-            EncoderMismatch: the new version was built by another encoder (nothing is changed).
+            EncoderMismatch: the new version was built by another encoder or weights (nothing is changed).
         """
         info = self._store.collection_info(self._collection)
-        if info.encoder != self._encoder.name or info.dim != self._encoder.dim:
-            raise EncoderMismatch(f"collection {self._collection!r} now holds a version built with encoder "
-                                  f"{info.encoder!r} (dim {info.dim}), not {self._encoder.name!r}; restart the "
-                                  "server with that encoder")
+        _check_encoder(self._collection, info, self._encoder)
         calibration = calibrate(self._store, self._collection)
         self._info, self._calibration, self._vocabulary = info, calibration, vocabulary
         logger.info("search took up version %s of %r (%d products)", info.physical, self._collection, info.count)
@@ -554,6 +545,22 @@ class Plan:
     """The negative text parts: a product holding all the words of one gets no all-words bonus."""
     wanted: NDArray[np.float32] | None = None
     """The positive parts' vector, when the query also has negative ones (relevance is judged by it)."""
+
+
+def _check_encoder(collection: str, info: CollectionInfo, encoder: Encoder) -> None:
+    """Refuse to search a collection built by another encoder (name or dim) or by other weights under its name:
+    the query vectors would be compared with vectors of another space.
+
+    Raises:
+        EncoderMismatch: it was.
+    """
+    if info.encoder != encoder.name or info.dim != encoder.dim:
+        raise EncoderMismatch(
+            f"collection {collection!r} was built with encoder {info.encoder!r} (dim {info.dim}) but is "
+            f"being searched with {encoder.name!r} (dim {encoder.dim}); search it with {info.encoder!r} "
+            "or re-index it with the new encoder"
+        )
+    check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
 
 
 def _without_boosts(points: list[StoredPoint], boosted: Mapping[str, float]) -> list[StoredPoint]:

@@ -266,3 +266,30 @@ def test_parallel_searches_bounds_the_searches_ranking_at_once(
         assert slow.most == slots
     else:  # reads of different searches overlap (8 threads, 20 ms each: they cannot all miss each other)
         assert slow.most > slots
+
+
+def test_refresh_takes_up_the_switched_version_and_refuses_another_encoder(store: VectorStore,
+                                                                           encoder: Encoder) -> None:
+    """After the alias moves to a new version, `refresh` reads its description and calibration; a version built
+    by another encoder is refused and leaves the service as it was."""
+    store.ensure_collection(COLLECTION, encoder=encoder.name, dim=encoder.dim)
+    rng = np.random.default_rng(3)
+
+    def products(n: int) -> list[PointWrite]:
+        return [PointWrite(f"q{i}", {"id": f"q{i}", "title": f"item {i}", "category": ("a", "b")[i % 2]},
+                           {IMAGE: rng.normal(size=encoder.dim).astype(np.float32),
+                            TEXT: rng.normal(size=encoder.dim).astype(np.float32)}) for i in range(n)]
+
+    store.upsert(COLLECTION, products(12))
+    searcher = service(store, encoder)
+    assert searcher.stats()["calibration"]["products"] == 12
+    version = store.create_version(COLLECTION, encoder=encoder.name, dim=encoder.dim)
+    store.upsert(version, products(20))
+    store.switch_alias(COLLECTION, version)
+    searcher.refresh(vocabulary=None)
+    assert searcher.stats()["calibration"]["products"] == 20 and searcher.info.physical == version
+    other = store.create_version(COLLECTION, encoder="another-encoder", dim=encoder.dim)
+    store.switch_alias(COLLECTION, other)
+    with pytest.raises(EncoderMismatch, match="another-encoder"):
+        searcher.refresh(vocabulary=None)
+    assert searcher.info.physical == version  # unchanged
