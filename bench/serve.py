@@ -6,16 +6,17 @@ Three ``vitrine serve`` processes are started on copies of one index: "batched" 
 configured (``VITRINE_SEARCH__BATCH_WINDOW_MS``, default the setting's 2 ms), "unbatched" with it off (``=0``:
 each query encoded in its own request thread) and "process", batched with the encoder calls in a child process
 (``VITRINE_SEARCH__ENCODER_PROCESS=true``: the model does not wait for the GIL the request threads hold). Two
-more take the process mode and undo one setting each, to measure it: "ungated" lets up to 64 searches compute at
-once (``VITRINE_SEARCH__PARALLEL_SEARCHES=64``, against the default 1), "pooled" gives the embedded engine's
-search pool one thread per CPU (``VITRINE_STORE__SEARCH_THREADS``, against the default 1). All have
-the query cache off (``VITRINE_SEARCH__CACHE_SIZE=0``) and get distinct shoppers' queries (the demo's text
-queries, each with shopper-style additions: "... for women under 50 euros"), so every search really runs the
-encoder. ``--clients`` threads (one ``httpx.Client`` each) send searches back to
-back for ``--duration`` seconds after ``--warmup`` seconds not counted; the servers are measured in turn,
-rotating which goes first, for ``--rounds`` rounds (the idle ones wait). Prints a table (mode, clients, q/s,
-p50, p99, errors, mean encoder batch, where the server's time went) and the ratios batched / unbatched,
-process / batched, process / ungated and process / pooled (``--modes`` picks the servers; the default is the
+more take the process mode and undo one setting each, to measure it: "threaded" ranks each search in a worker
+thread (``VITRINE_SEARCH__RANK_ON_LOOP=false``, against the default: on the event loop), "ungated" also lets up to
+64 of those threads compute at once (``VITRINE_SEARCH__PARALLEL_SEARCHES=64``, against the default 1), "pooled"
+gives the embedded engine's search pool one thread per CPU (``VITRINE_STORE__SEARCH_THREADS``, against the
+default 1). All have the query cache off (``VITRINE_SEARCH__CACHE_SIZE=0``) and get distinct shoppers' queries
+(the demo's text queries, each with shopper-style additions: "... for women under 50 euros"), so every search
+really runs the encoder. ``--clients`` threads (one ``httpx.Client`` each) send searches back to back for
+``--duration`` seconds after ``--warmup`` seconds not counted; the servers are measured in turn, rotating which
+goes first, for ``--rounds`` rounds (the idle ones wait). Prints a table (mode, clients, q/s, p50, p99, errors,
+mean encoder batch, where the server's time went) and the ratios batched / unbatched, process / batched,
+process / threaded, threaded / ungated and process / pooled (``--modes`` picks the servers; the default is the
 first three).
 
 Where the time goes comes from each server's own ``/metrics`` (differences over the measured window):
@@ -39,7 +40,7 @@ Run::
     .venv/bin/python bench/serve.py --model open_clip:ViT-B-32/random --clients 16 --duration 20
     .venv/bin/python bench/serve.py --clients 1,4,16 --duration 10 --rounds 1
     .venv/bin/python bench/serve.py --modes batched,process --torch-threads 1
-    .venv/bin/python bench/serve.py --modes process,ungated,pooled --torch-threads 1
+    .venv/bin/python bench/serve.py --modes process,threaded,ungated,pooled --torch-threads 1
 
 Asserts nothing about time.
 """
@@ -73,9 +74,11 @@ DEMO = ROOT / "data" / "demo"
 DEMO_HOME = ROOT / ".vitrine"
 VITRINE = Path(sys.executable).parent / "vitrine"
 READY_TIMEOUT_S = 300.0
-MODES = ("batched", "unbatched", "process", "ungated", "pooled")
+MODES = ("batched", "unbatched", "process", "threaded", "ungated", "pooled")
 MODE_ENV = {"process": {"VITRINE_SEARCH__ENCODER_PROCESS": "true"},
-            "ungated": {"VITRINE_SEARCH__ENCODER_PROCESS": "true", "VITRINE_SEARCH__PARALLEL_SEARCHES": "64"},
+            "threaded": {"VITRINE_SEARCH__ENCODER_PROCESS": "true", "VITRINE_SEARCH__RANK_ON_LOOP": "false"},
+            "ungated": {"VITRINE_SEARCH__ENCODER_PROCESS": "true", "VITRINE_SEARCH__RANK_ON_LOOP": "false",
+                        "VITRINE_SEARCH__PARALLEL_SEARCHES": "64"},
             "pooled": {"VITRINE_SEARCH__ENCODER_PROCESS": "true",
                        "VITRINE_STORE__SEARCH_THREADS": str(os.cpu_count() or 1)}}
 """Settings of a mode besides its batch window (unbatched: 0, the others: ``--window-ms``)."""
@@ -392,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table([summarise(runs[(mode, n)]) for n in clients for mode in modes]))
     print()
     for n in clients:
-        for mode, baseline in (("batched", "unbatched"), ("process", "batched"), ("process", "ungated"),
-                               ("process", "pooled")):
+        for mode, baseline in (("batched", "unbatched"), ("process", "batched"), ("process", "threaded"),
+                               ("threaded", "ungated"), ("process", "pooled")):
             if mode in modes and baseline in modes:
                 ratio = statistics.mean(r.qps for r in runs[(mode, n)]) / \
                     max(statistics.mean(r.qps for r in runs[(baseline, n)]), 1e-9)

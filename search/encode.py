@@ -12,6 +12,7 @@ through a `search.batching.MicroBatcher` (one encoder call for many queries) ins
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -123,6 +124,19 @@ class QueryEncoder:
         if self.batcher is not None:
             self.batcher.close()
 
+    async def atext(self, text: str) -> NDArray[np.float32]:
+        """`text` for an event loop: a cache hit at once, a miss awaited without blocking the loop (from the
+        batcher, with other searches' texts; without one, encoded in a worker thread)."""
+        key = ("text", text)
+        vector = self._lookup(key)
+        if vector is not None:
+            return vector
+        if self.batcher is not None:
+            raw = await asyncio.wrap_future(self.batcher.submit("text", text))
+        else:
+            raw = await asyncio.to_thread(self._encode_inline, key, lambda: self.encoder.embed_texts([text])[0], 0.0)
+        return self._keep(key, raw)
+
     def _cached(self, key: tuple[str, str], embed: Callable[[], NDArray[np.float32]], *,
                 batched: bool = False) -> NDArray[np.float32]:
         """The cached vector of ``key``, or ``embed()`` made a unit vector and kept (most recent last).
@@ -132,26 +146,39 @@ class QueryEncoder:
         batcher.
         """
         asked = time.perf_counter()
+        vector = self._lookup(key)
+        if vector is not None:
+            return vector
+        # outside the lock: a batched miss waits for its batch, an inline one for the model
+        raw = embed() if batched else self._encode_inline(key, embed, time.perf_counter() - asked)
+        return self._keep(key, raw)
+
+    def _lookup(self, key: tuple[str, str]) -> NDArray[np.float32] | None:
+        """The cached vector of ``key`` (made the most recent), or None; the lookup is counted."""
         with self._lock:
-            waited = time.perf_counter() - asked
             vector = self._cache.get(key)
             if vector is not None:
                 self._cache.move_to_end(key)
                 self._hits += 1
-                cache_lookup("query_embedding", hit=True)
-                return vector
-            self._misses += 1
-        cache_lookup("query_embedding", hit=False)
-        if batched:
-            raw = embed()  # outside the lock: it waits for the batch
-        else:
-            ENCODE_QUEUE_WAIT.observe(waited)
-            ENCODE_BATCH_SIZE.labels(key[0]).observe(1)
-            with ENCODE_SECONDS.labels(key[0]).time():
-                raw = embed()  # outside the lock: the model may take a while
+            else:
+                self._misses += 1
+        cache_lookup("query_embedding", hit=vector is not None)
+        return vector
+
+    @staticmethod
+    def _encode_inline(key: tuple[str, str], embed: Callable[[], NDArray[np.float32]],
+                       waited: float) -> NDArray[np.float32]:
+        """``embed()``, recorded as a batch of one after ``waited`` seconds in the queue."""
+        ENCODE_QUEUE_WAIT.observe(waited)
+        ENCODE_BATCH_SIZE.labels(key[0]).observe(1)
+        with ENCODE_SECONDS.labels(key[0]).time():
+            return embed()
+
+    def _keep(self, key: tuple[str, str], raw: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``raw`` as a unit vector, kept in the cache (read-only: every later hit shares it)."""
         vector = _unit(raw)
         if self._capacity:
-            vector.setflags(write=False)  # shared by every later hit: nobody may change it
+            vector.setflags(write=False)
             with self._lock:
                 self._cache[key] = vector
                 self._cache.move_to_end(key)

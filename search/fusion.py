@@ -75,12 +75,15 @@ def candidate_count(*, candidates: int, offset: int, limit: int) -> int:
     return max(candidates, offset + limit)
 
 
-def merge_candidates(*ranked: tuple[str, Iterable[StoredPoint]]) -> list[Candidate]:
+def merge_candidates(*ranked: tuple[str, Iterable[StoredPoint]],
+                     boosted: Mapping[str, float] | None = None) -> list[Candidate]:
     """The union of ranked lists by product id, in first-seen order.
 
     Args:
         ranked: pairs (index name, that index's search results); each result's ``score`` is its cosine
-            similarity on that index.
+            similarity on that index (plus its tag boosts, with ``boosted``).
+        boosted: what tag boosts added to the dense indices' scores (a boosted search's), by product id: taken
+            out again, so the scores are plain cosines. The lexical index's scores have none.
 
     A product's payload is its first occurrence's; its scores gather what each list said of it. Input
     points are not modified.
@@ -88,19 +91,21 @@ def merge_candidates(*ranked: tuple[str, Iterable[StoredPoint]]) -> list[Candida
     Raises:
         ValueError: a search result without a score.
     """
-    order: list[str] = []
     payloads: dict[str, Mapping[str, Any]] = {}
     scores: dict[str, dict[str, float]] = {}
     for name, points in ranked:
+        less = boosted if boosted and name != LEXICAL else None
         for point in points:
-            if point.score is None:
-                raise ValueError(f"search result {point.product_id!r} from index {name!r} has no score")
-            if point.product_id not in payloads:
-                order.append(point.product_id)
-                payloads[point.product_id] = point.payload
-                scores[point.product_id] = {}
-            scores[point.product_id].setdefault(name, float(point.score))
-    return [Candidate(pid, payloads[pid], scores[pid]) for pid in order]
+            pid, score = point.product_id, point.score
+            if score is None:
+                raise ValueError(f"search result {pid!r} from index {name!r} has no score")
+            known = scores.get(pid)
+            if known is None:
+                payloads[pid] = point.payload
+                known = scores[pid] = {}
+            if name not in known:
+                known[name] = float(score) - less.get(pid, 0.0) if less else float(score)
+    return [Candidate(pid, payloads[pid], known) for pid, known in scores.items()]  # dicts keep first-seen order
 
 
 def missing_scores(candidates: Sequence[Candidate], name: str) -> list[str]:

@@ -240,6 +240,37 @@ class SearchService:
                 return run(steps, read)
         return run(steps, read, gate=self._gate)
 
+    @property
+    def ranks_on_loop(self) -> bool:
+        """Whether an event loop should rank this service's searches itself (`asearch_on_loop`): the store's reads
+        run in this process and settings ``search.rank_on_loop`` is on."""
+        return self._gate_reads and self._settings.rank_on_loop
+
+    async def asearch_on_loop(self, request: SearchRequest) -> SearchResponse:
+        """`search`, for an event loop and a store whose reads run in this process (`ranks_on_loop`): the
+        query's texts are encoded without blocking the loop (micro-batched with other searches'), then the
+        ranking and its reads run in the calling thread, holding the turn (settings ``parallel_searches``).
+
+        A worker thread would not rank any sooner (the reads and the ranking hold the GIL, and searches take
+        turns), it would only add two thread hand-offs per search. Queries with an image or an ``image_url``
+        part are embedded in a worker thread (hashing pixels, fetching URLs).
+
+        Raises:
+            As `search`.
+        """
+        started = time.perf_counter()
+        if request.image is not None or any(part.image_url is not None for part in request.query or ()):
+            query, plan = await asyncio.to_thread(self._query, request)
+        else:
+            query, plan = await self._aquery(request)
+        steps = self._search(query, request, started, plan=plan)
+
+        def read(name: str, kwargs: dict[str, Any]) -> Any:
+            return getattr(self._store, name)(self._collection, **kwargs)
+
+        with self._gate:  # a search ranking in a worker thread (an upload, a re-rank) holds it a few ms at most
+            return run(steps, read)
+
     async def asearch(self, request: SearchRequest, reader: AsyncVectorReader) -> SearchResponse:
         """`search`, with the reads of the ranking made through ``reader``, an async client of the same
         collection's store (a Qdrant server): the reads of each phase go out together and no thread waits on the
@@ -270,6 +301,18 @@ class SearchService:
             parts.append(Part(self._queries.image(request.image), 1.0, "image"))
         for number, part in enumerate(request.query or [], start=1):
             parts.append(self._resolve(number, part))
+        return combine(parts), self._plan(parts)
+
+    async def _aquery(self, request: SearchRequest) -> tuple[NDArray[np.float32], Plan]:
+        """`_query` for an event loop, for requests without images: the texts awaited together."""
+        check_bounds(request, self._settings)
+        texts = ([request.q] if request.q else []) + [p.text for p in request.query or () if p.text is not None]
+        distinct = list(dict.fromkeys(texts))
+        vectors = dict(zip(distinct, await asyncio.gather(*(self._queries.atext(t) for t in distinct)), strict=True))
+        parts: list[Part] = [Part(vectors[request.q], 1.0, "text", request.q)] if request.q else []
+        for number, part in enumerate(request.query or [], start=1):
+            parts.append(Part(vectors[part.text], part.weight, "text", part.text) if part.text is not None
+                         else self._resolve(number, part))
         return combine(parts), self._plan(parts)
 
     def _resolve(self, number: int, part: QueryPart) -> Part:
@@ -335,10 +378,13 @@ class SearchService:
             reads.append(("lexical_search", {"text": plan.words, "limit": k, "filter": store_filter}))
             indices.append(LEXICAL)
         found: list[list[StoredPoint]] = (yield reads) if reads else []
-        boosted = {p.product_id: boost_of(p.payload, plan.boosts) for points in found for p in points} \
-            if plan.boosts else {}  # each candidate's tag boosts, worked out once
-        candidates = merge_candidates(*((index, points if index == LEXICAL else _without_boosts(points, boosted))
-                                        for index, points in zip(indices, found, strict=True)))
+        boosted: dict[str, float] = {}  # each candidate's tag boosts, worked out once
+        if plan.boosts:
+            for points in found:
+                for point in points:
+                    if point.product_id not in boosted:
+                        boosted[point.product_id] = boost_of(point.payload, plan.boosts)
+        candidates = merge_candidates(*zip(indices, found, strict=True), boosted=boosted)
         reads, indices = [], []
         for using in (IMAGE, TEXT):  # exact similarity on the index that did not find a candidate
             unknown = missing_scores(candidates, using)
@@ -561,15 +607,6 @@ def _check_encoder(collection: str, info: CollectionInfo, encoder: Encoder) -> N
             "or re-index it with the new encoder"
         )
     check_weights(collection, info.encoder, built=info.weights, now=encoder.weights_id)
-
-
-def _without_boosts(points: list[StoredPoint], boosted: Mapping[str, float]) -> list[StoredPoint]:
-    """Search results with the boosts the engine added (``boosted``: by product id) taken out of their scores
-    (plain cosines again)."""
-    if not boosted:
-        return points
-    return [StoredPoint(p.product_id, p.payload, p.vectors,  # not `replace`: searches make hundreds
-                        None if p.score is None else p.score - boosted[p.product_id]) for p in points]
 
 
 def _at_least(relevance: float | None, minimum: float) -> bool:

@@ -150,10 +150,13 @@ class SearchBody(QueryFields, RerankOptions):
 
 async def respond(request: SearchRequest, options: RerankOptions, *, service: SearchService, reranking: Reranking,
                   settings: Settings, reader: AsyncVectorReader | None) -> SearchResponse:
-    """The search: through the store's async client when there is one (settings api.async_store) and no
-    re-ranking is asked, otherwise `answer` in a worker thread."""
+    """The search, when no re-ranking is asked: through the store's async client when there is one (settings
+    api.async_store), ranked on the event loop with the embedded store (settings search.rank_on_loop);
+    otherwise `answer` in a worker thread."""
     if reader is not None and not options.rerank:
         return await service.asearch(request, reader)
+    if service.ranks_on_loop and not options.rerank:
+        return await service.asearch_on_loop(request)
     return await run_in_threadpool(answer, request, options, service=service, reranking=reranking,
                                    settings=settings)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 from PIL import Image
 
 from common.errors import InvalidQuery
+from common.metrics import REGISTRY
 from common.settings import EmbedSettings
 from embed import Encoder, build_encoder
+from search.batching import MicroBatcher
 from search.encode import Part, QueryEncoder, combine
 
 
@@ -53,3 +56,28 @@ def test_opposites_or_only_negative_parts_are_refused() -> None:
         combine([Part(v, 1.0, "text"), Part(-v, 1.0, "text")])
     with pytest.raises(InvalidQuery, match="positive weight"):
         combine([Part(v, -1.0, "text")])
+
+
+@pytest.mark.parametrize("window_ms", [0.0, 50.0])
+def test_atext_awaits_the_same_vectors_and_shares_the_cache(encoder: Encoder, window_ms: float) -> None:
+    """`QueryEncoder.atext` (for an event loop) gives `text`'s vectors, from the batcher when there is one (one
+    encoder call for texts awaited together) or a worker thread, and shares the cache with `text`."""
+    batcher = MicroBatcher(encoder, window_ms=window_ms, max_batch=8) if window_ms else None
+    queries = QueryEncoder(encoder, cache_size=8, batcher=batcher)
+
+    async def both() -> list[np.ndarray]:
+        return list(await asyncio.gather(queries.atext("red shoe"), queries.atext("blue bag")))
+
+    def calls() -> float:
+        return REGISTRY.get_sample_value("vitrine_encode_batch_size_count", {"kind": "text"}) or 0.0
+
+    try:
+        before = calls()
+        red, blue = asyncio.run(both())
+        assert calls() - before == (1 if batcher else 2)
+        np.testing.assert_allclose(red, encoder.embed_texts(["red shoe"])[0], atol=1e-6)
+        np.testing.assert_allclose(blue, encoder.embed_texts(["blue bag"])[0], atol=1e-6)
+        assert queries.text("red shoe") is red and asyncio.run(queries.atext("blue bag")) is blue  # cache hits
+        assert (queries.stats().hits, queries.stats().misses) == (2, 2)
+    finally:
+        queries.close()

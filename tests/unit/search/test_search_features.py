@@ -7,6 +7,7 @@ every expected score is computed here with numpy.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,33 @@ def test_bad_parts_are_refused_with_their_reason(store: VectorStore, encoder: En
             build_request({"query": [bad]}, settings=SearchSettings())
     with pytest.raises(InvalidQuery, match="positive weight"):
         combine([Part(np.ones(3, np.float32), -1.0, "text")])
+
+
+def test_a_search_on_the_event_loop_answers_as_one_in_a_thread(store: VectorStore, encoder: Encoder) -> None:
+    """`SearchService.asearch_on_loop` (the API's path with the embedded store) ranks as `search` does: plain and
+    composed text queries, a product part, an image_url part (fetched in a worker thread), filters and pages;
+    a bad part is refused with the same error."""
+    rows = [(f"p{i}", {"title": f"thing {i} {'red' if i % 2 else 'blue'}", "category": ("a", "b")[i % 2]}, v,
+             unit(v + 0.1)) for i, v in enumerate(random_units(16, encoder.dim, 4))]
+    fill(store, encoder, rows)
+    service = make_service(store, encoder, cache_size=0, service={
+        "image_loader": lambda url: Image.new("RGB", (32, 32), (200, 30, 30))})
+    assert service.ranks_on_loop
+    requests = [{"q": "red thing"}, {"q": "thing", "category": "a", "limit": 3, "offset": 2},
+                {"query": [{"text": "red"}, {"text": "blue", "weight": -0.5}, {"product_id": "p3"}]},
+                {"q": "red", "query": [{"text": "red", "weight": 0.5}]},
+                {"query": [{"image_url": "https://cdn.example/red.png"}, {"text": "thing"}]}]
+    for fields in requests:
+        request = build_request(fields, settings=SearchSettings())
+        in_thread, on_loop = service.search(request), asyncio.run(service.asearch_on_loop(request))
+        assert on_loop.results and [h.id for h in on_loop.results] == [h.id for h in in_thread.results], fields
+        # the same up to float noise: texts awaited together are encoded in one batch (search.batching)
+        assert [h.score for h in on_loop.results] == pytest.approx([h.score for h in in_thread.results], abs=1e-5)
+        assert on_loop.model_dump(exclude={"took_ms", "results"}) == in_thread.model_dump(
+            exclude={"took_ms", "results"})
+    with pytest.raises(InvalidQuery, match=r"part 1: product 'nope' is not in collection"):
+        asyncio.run(service.asearch_on_loop(SearchRequest(query=[QueryPart(product_id="nope")])))
+    assert not make_service(store, encoder, rank_on_loop=False).ranks_on_loop
 
 
 def test_image_url_parts_go_through_the_loader(store: VectorStore, encoder: Encoder) -> None:
