@@ -349,11 +349,16 @@ class EdgeStore:
             return {}
         cached, missing = opened.points.get(list(asked))
         out: dict[str, float] = {}
-        known = [pid for pid, point in cached.items() if using in point.vectors]
-        if known:  # the engine's cosine: stored vectors are unit length, the query is made so
-            rows = np.array([cached[pid].vectors[using] for pid in known])  # np.array: a third of np.stack's time
-            similarities = rows @ (query / np.linalg.norm(query))
-            out.update(zip([asked[pid] for pid in known], similarities.tolist(), strict=True))
+        known: list[str] = []
+        rows: list[NDArray[np.float32]] = []
+        for key, point in cached.items():
+            row = point.vectors.get(using)
+            if row is not None:
+                known.append(asked[key])
+                rows.append(row)
+        if rows:  # the engine's cosine: stored vectors are unit length, the query is made so
+            similarities = np.array(rows) @ (query / np.linalg.norm(query))  # np.array: a third of np.stack's time
+            out.update(zip(known, similarities.tolist(), strict=True))
         if missing:
             request = qe.QueryRequest(
                 limit=len(missing),

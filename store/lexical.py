@@ -64,6 +64,11 @@ class Sparse:
     def __bool__(self) -> bool:
         return bool(self.indices)
 
+    @functools.cached_property
+    def terms(self) -> frozenset[int]:
+        """Its term ids as a set (worked out once: `covers` asks it of every candidate)."""
+        return frozenset(self.indices)
+
 
 _WORD_KEYS = frozenset({*TEXT_FIELDS, "attributes", GENERATED_FIELD})
 """The top-level payload keys `lexical_text` reads."""
@@ -113,7 +118,7 @@ def covers(query: Sparse, payload: Mapping[str, Any]) -> bool:
         return False
     terms = payload.derived(_TERMS, _document_terms) if isinstance(payload, FrozenDict) \
         else _document_terms(payload)  # a frozen payload keeps its words: worked out once per product
-    return set(query.indices) <= terms
+    return query.terms <= terms
 
 
 _TERMS = "lexical_terms"
