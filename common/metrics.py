@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -83,11 +84,15 @@ class _TimedCalls:
     def __init__(self, inner: Any, histogram: Histogram) -> None:
         self._inner = inner
         self._histogram = histogram
+        self._timed: dict[str, tuple[Any, Callable[..., Any]]] = {}
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
         if name.startswith("_") or not callable(attribute):
             return attribute
+        known = self._timed.get(name)
+        if known is not None and known[0] == attribute:  # the same method (bound methods compare equal)
+            return known[1]
         child = self._histogram.labels(name)
 
         @functools.wraps(attribute)
@@ -98,6 +103,7 @@ class _TimedCalls:
             finally:
                 child.observe(time.perf_counter() - started)
 
+        self._timed[name] = (attribute, timed)  # wrapped once: a search makes half a dozen calls
         return timed
 
 

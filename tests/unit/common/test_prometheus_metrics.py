@@ -33,6 +33,19 @@ def test_each_public_method_call_is_timed_under_its_name() -> None:
     assert registry.get_sample_value("t_store_seconds_count", {"operation": "limit"}) is None
 
 
+def test_the_wrapped_methods_are_kept_but_a_replaced_method_is_called() -> None:
+    """The proxy wraps each method once (a search calls the store's a few times each); a method replaced on the
+    object afterwards (as tests patch a store) is the one called, and timed."""
+    registry = CollectorRegistry()
+    seconds = Histogram("t_store_seconds", "test", ["operation"], registry=registry)
+    inner = Store()
+    store = timed_calls(inner, seconds)
+    assert store.search is store.search and store.search("x", k=1) == ["x"]
+    inner.search = lambda term, *, k: ["replaced"]  # type: ignore[method-assign]
+    assert store.search("x", k=1) == ["replaced"]
+    assert registry.get_sample_value("t_store_seconds_count", {"operation": "search"}) == 2
+
+
 def test_every_metric_is_named_vitrine_and_the_process_is_described() -> None:
     names = {metric.name for metric in REGISTRY.collect()}
     ours = {name for name in names if name.startswith("vitrine_")}
