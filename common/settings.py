@@ -247,8 +247,8 @@ class SearchSettings(_Group):
     rank_on_loop: bool = Field(True, description="With a store whose reads run in the server's process (the "
                                "embedded one), rank a GET or POST /search on the server's event loop once its "
                                "query is encoded, instead of in a worker thread: the ranking and the reads hold "
-                               "the GIL and searches take turns anyway, so the thread only adds hand-offs (1.28x "
-                               "queries/s measured, docs/benchmarks.md). Other requests wait for the search "
+                               "the GIL and searches take turns anyway, so the thread only adds hand-offs (1.24x "
+                               "queries/s over HTTP, docs/benchmarks.md). Other requests wait for the search "
                                "being ranked (a few ms). Re-ranked searches and image uploads use worker threads "
                                "either way; a Qdrant server's reads go through its async client (api.async_store).")
 
