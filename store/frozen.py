@@ -88,7 +88,8 @@ class FrozenList(list[Any]):
 
 def freeze(payload: dict[str, Any]) -> FrozenDict:
     """``payload`` (JSON: dicts, lists and scalars) as frozen containers all the way down."""
-    return FrozenDict({k: _frozen(v) for k, v in payload.items()})
+    frozen: FrozenDict = _frozen(payload)
+    return frozen
 
 
 def _frozen(value: Any) -> Any:
