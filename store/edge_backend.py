@@ -626,15 +626,16 @@ def _point_key(point: str) -> int:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _product_key(product_id: str) -> int:
-    """A product's point cache key (`_point_key` of its `common.product.point_id`), cached in one step."""
-    return _point_key(point_id(product_id))
+def _product_uuid(product_id: str) -> uuid.UUID:
+    """A product's point id (`common.product.point_id`) as a ``uuid.UUID`` (cached: the engine takes it in half
+    the time of the string)."""
+    return uuid.UUID(point_id(product_id))
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _product_uuid(product_id: str) -> uuid.UUID:
-    """A product's point id as a ``uuid.UUID`` (cached: the engine takes it in half the time of the string)."""
-    return uuid.UUID(point_id(product_id))
+def _product_key(product_id: str) -> int:
+    """A product's point cache key, cached in one step."""
+    return _product_uuid(product_id).int
 
 
 def _key_of(record: Any) -> int:
