@@ -230,11 +230,7 @@ class SearchService:
         """
         started = time.perf_counter()
         query, plan = self._query(request)  # outside the gate: concurrent queries share the encoder's batches
-        steps = self._search(query, request, started, plan=plan)
-        if self._gate_reads:  # the store's reads are CPU work in this process too: the whole search holds the gate
-            with self._gate:
-                return run(steps, self._read)
-        return run(steps, self._read, gate=self._gate)
+        return self._rank(self._search(query, request, started, plan=plan))
 
     @property
     def ranks_on_loop(self) -> bool:
@@ -259,13 +255,21 @@ class SearchService:
             query, plan = await asyncio.to_thread(self._query, request)
         else:
             query, plan = await self._aquery(request)
-        steps = self._search(query, request, started, plan=plan)
-        with self._gate:  # a search ranking in a worker thread (an upload, a re-rank) holds it a few ms at most
-            return run(steps, self._read)
+        # may wait for the turn of a search ranking in a worker thread (an upload, a re-rank): a few ms at most
+        return self._rank(self._search(query, request, started, plan=plan))
 
-    def _read(self, name: str, kwargs: dict[str, Any]) -> Any:
-        """One of a search's reads (`search.steps`), from the sync store."""
-        return getattr(self._store, name)(self._collection, **kwargs)
+    def _rank(self, steps: Steps[SearchResponse]) -> SearchResponse:
+        """Drive a search's steps with the sync store, in its turn (settings ``parallel_searches``): the whole
+        search when the store's reads are CPU work in this process too (``gate_reads``), otherwise the logic
+        between the reads only."""
+
+        def read(name: str, kwargs: dict[str, Any]) -> Any:
+            return getattr(self._store, name)(self._collection, **kwargs)
+
+        if self._gate_reads:
+            with self._gate:
+                return run(steps, read)
+        return run(steps, read, gate=self._gate)
 
     async def asearch(self, request: SearchRequest, reader: AsyncVectorReader) -> SearchResponse:
         """`search`, with the reads of the ranking made through ``reader``, an async client of the same
